@@ -79,9 +79,19 @@ impl RawDocument {
     }
 }
 
+/// A document that could not be parsed, and its 0-based place in the stream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error}")]
+pub struct SyntaxError {
+    /// 0-based position in the stream.
+    pub index: usize,
+    /// Why.
+    pub error: DecodeError,
+}
+
 /// Splits a YAML (or JSON) stream into documents. Empty documents are skipped; a syntax error
 /// ends the stream, since nothing after it can be trusted.
-pub fn split_documents(text: &str) -> Vec<Result<RawDocument, DecodeError>> {
+pub fn split_documents(text: &str) -> Vec<Result<RawDocument, SyntaxError>> {
     let mut out = Vec::new();
     for (index, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
         match Value::deserialize(doc) {
@@ -102,7 +112,10 @@ pub fn split_documents(text: &str) -> Vec<Result<RawDocument, DecodeError>> {
                 }
             }
             Err(e) => {
-                out.push(Err(yaml_error(&e)));
+                out.push(Err(SyntaxError {
+                    index,
+                    error: yaml_error(&e),
+                }));
                 break;
             }
         }
@@ -214,7 +227,7 @@ mod tests {
     #[test]
     fn syntax_errors_carry_line_and_column() {
         let docs = split_documents("apiVersion: v1\nkind: [\n");
-        let err = docs.into_iter().next().unwrap().unwrap_err();
+        let err = docs.into_iter().next().unwrap().unwrap_err().error;
         assert!(
             matches!(err, DecodeError::Syntax { line: 3, .. }),
             "{err:?}"

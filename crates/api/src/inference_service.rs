@@ -429,6 +429,9 @@ pub struct Resources {
     /// What the scheduler reserves; CPU Utilization is measured against `requests.cpu`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub requests: BTreeMap<String, ResourceQuantity>,
+    /// Dynamic resource claims, passed through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<Value>,
 }
 
 /// `autoScaling`: what to scale on and how fast.

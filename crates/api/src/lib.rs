@@ -15,7 +15,7 @@ pub mod serving_runtime;
 pub mod status;
 pub mod validation;
 
-pub use decode::{DecodeError, RawDocument, from_document, split_documents};
+pub use decode::{DecodeError, RawDocument, SyntaxError, from_document, split_documents};
 pub use defaults::apply_defaults;
 pub use field_error::{FieldError, FieldErrorKind, FieldPath};
 pub use inference_service::InferenceService;

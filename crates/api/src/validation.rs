@@ -131,7 +131,7 @@ impl Validator {
             },
         };
         let class_known =
-            annotations.get(annotations::AUTOSCALER_CLASS).is_none() || class.is_some();
+            !annotations.contains_key(annotations::AUTOSCALER_CLASS) || class.is_some();
 
         let spec = FieldPath::root("spec");
         for (kind, component) in isvc.spec.components() {
@@ -290,14 +290,14 @@ impl Validator {
         let mut names = std::collections::BTreeSet::new();
         for (i, container) in c.containers.iter().enumerate() {
             let cpath = path.child("containers").index(i);
-            if let Some(name) = &container.name
-                && !names.insert(name.clone())
-            {
-                self.error(FieldError::invalid(
+            match &container.name {
+                None => self.error(FieldError::required(cpath.child("name"), "")),
+                Some(name) if !names.insert(name.clone()) => self.error(FieldError::invalid(
                     cpath.child("name"),
                     name,
                     "Duplicate value",
-                ));
+                )),
+                Some(_) => {}
             }
             if container.image.is_none() && container.command.is_none() {
                 self.error(FieldError::required(
@@ -600,6 +600,9 @@ impl Validator {
                     return;
                 };
                 let tpath = path.child("resource").child("target");
+                if !TARGET_TYPES.contains(&r.target.type_.as_str()) && !r.target.type_.is_empty() {
+                    return; // Reported by the schema check with the allowed values.
+                }
                 match r.name.as_str() {
                     "cpu" => {
                         if r.target.type_ != "Utilization" {
