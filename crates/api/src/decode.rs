@@ -156,7 +156,15 @@ pub fn from_document<T: DeserializeOwned + Serialize>(doc: &RawDocument) -> Resu
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
         let field = if path == "." { String::new() } else { path };
-        fields(vec![FieldError::invalid(field, Unquoted(&inner), "")])
+        // serde says "missing field `spec`"; Kubernetes says "spec: Required value".
+        let missing = inner
+            .strip_prefix("missing field `")
+            .and_then(|r| r.strip_suffix('`'));
+        fields(vec![match missing {
+            Some(name) if field.is_empty() => FieldError::required(name, ""),
+            Some(name) => FieldError::required(format!("{field}.{name}"), ""),
+            None => FieldError::invalid(field, Unquoted(&inner), ""),
+        }])
     })?;
     let roundtrip = serde_json::to_value(&typed)
         .map_err(|e| fields(vec![FieldError::invalid("", Unquoted(&e.to_string()), "")]))?;

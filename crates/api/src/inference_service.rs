@@ -15,6 +15,106 @@ use serde_json::Value;
 use crate::quantity::{MetricQuantity, ResourceQuantity};
 use crate::status::InferenceServiceStatus;
 
+/// Declares a struct with the given fields followed by every container field Tidal knows, and a
+/// `container()` accessor. KServe inlines a Kubernetes Container into `model:`; declaring the
+/// fields (rather than `#[serde(flatten)]`) keeps error paths precise
+/// (`spec.predictor.model.resources.limits.cpu`).
+macro_rules! with_container_fields {
+    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$fmeta:meta])* pub $field:ident : $ty:ty,)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($(#[$fmeta])* pub $field: $ty,)*
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<EnvVar>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ports: Option<Vec<ContainerPort>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mounts: Option<Vec<VolumeMount>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_from: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_message_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_message_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tty: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_devices: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resize_policy: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidential: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy_rules: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin_once: Option<Value>,
+        }
+
+        impl $name {
+            /// The container fields alone.
+            pub fn container(&self) -> ContainerSpec {
+                ContainerSpec {
+                    name: self.name.clone(),
+                    image: self.image.clone(),
+                    command: self.command.clone(),
+                    args: self.args.clone(),
+                    env: self.env.clone(),
+                    resources: self.resources.clone(),
+                    ports: self.ports.clone(),
+                    volume_mounts: self.volume_mounts.clone(),
+                    working_dir: self.working_dir.clone(),
+                    image_pull_policy: self.image_pull_policy.clone(),
+                    env_from: self.env_from.clone(),
+                    liveness_probe: self.liveness_probe.clone(),
+                    readiness_probe: self.readiness_probe.clone(),
+                    startup_probe: self.startup_probe.clone(),
+                    lifecycle: self.lifecycle.clone(),
+                    security_context: self.security_context.clone(),
+                    termination_message_path: self.termination_message_path.clone(),
+                    termination_message_policy: self.termination_message_policy.clone(),
+                    stdin: self.stdin.clone(),
+                    tty: self.tty.clone(),
+                    volume_devices: self.volume_devices.clone(),
+                    resize_policy: self.resize_policy.clone(),
+                    confidential: self.confidential.clone(),
+                    restart_policy: self.restart_policy.clone(),
+                    restart_policy_rules: self.restart_policy_rules.clone(),
+                    stdin_once: self.stdin_once.clone(),
+                }
+            }
+        }
+    };
+}
+
 /// API group of KServe's objects.
 pub const GROUP: &str = "serving.kserve.io";
 /// `apiVersion` of an InferenceService.
@@ -322,10 +422,13 @@ pub struct PodFields {
     pub set_hostname_as_fqdn: Option<Value>,
 }
 
-/// `spec.predictor.model`: a model format plus the container fields that override the runtime's.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ModelSpec {
+with_container_fields! {
+    /// `spec.predictor.model`: a model format plus the container fields that override the
+    /// runtime's `kserve-container`.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(missing_docs)]
+    pub struct ModelSpec {
     /// The model's format (`sklearn`, `huggingface`, ...), used to pick a runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_format: Option<ModelFormat>,
@@ -344,9 +447,7 @@ pub struct ModelSpec {
     /// Storage spec (key/path in a storage secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<Value>,
-    /// Container fields merged over the runtime's `kserve-container`.
-    #[serde(flatten)]
-    pub container: ContainerSpec,
+    }
 }
 
 /// A model format name and optional version.
@@ -360,63 +461,12 @@ pub struct ModelFormat {
     pub version: Option<String>,
 }
 
-/// The container fields Tidal reads; the rest pass through as JSON.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-#[allow(missing_docs)]
-pub struct ContainerSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub args: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<Vec<EnvVar>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resources: Option<Resources>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ports: Option<Vec<ContainerPort>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume_mounts: Option<Vec<VolumeMount>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub working_dir: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_pull_policy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env_from: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub liveness_probe: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub readiness_probe: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub startup_probe: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lifecycle: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub security_context: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub termination_message_path: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub termination_message_policy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stdin: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tty: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volume_devices: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resize_policy: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub confidential: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart_policy: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub restart_policy_rules: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stdin_once: Option<Value>,
+with_container_fields! {
+    /// The container fields Tidal reads; the rest pass through as JSON.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    #[allow(missing_docs)]
+    pub struct ContainerSpec {}
 }
 
 /// Container resource requests and limits; quantities are checked when read.

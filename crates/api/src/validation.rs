@@ -137,6 +137,7 @@ impl Validator {
         for (kind, component) in isvc.spec.components() {
             let path = spec.child(kind.as_str());
             self.implementation(kind, component, &path);
+            self.kubernetes_shapes(component, &path);
             self.replicas(component, &path);
             self.metric_schema(component, &path);
             if class_known {
@@ -285,7 +286,7 @@ impl Validator {
             if let Some(uri) = &model.storage_uri {
                 self.storage_uri(uri, &mpath.child("storageUri"));
             }
-            self.container_resources(&model.container, &mpath);
+            self.container_resources(&model.container(), &mpath);
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, container) in c.containers.iter().enumerate() {
@@ -306,6 +307,64 @@ impl Validator {
                 ));
             }
             self.container_resources(container, &cpath);
+        }
+    }
+
+    /// Pod and container fields Tidal passes through untyped must still be what Kubernetes
+    /// expects, or the Deployment could not be built; check them here so the error names the
+    /// field as the user wrote it.
+    fn kubernetes_shapes(&mut self, c: &ComponentSpec, path: &FieldPath) {
+        use k8s_openapi::api::apps::v1::DeploymentStrategy;
+        use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+        let mut check =
+            |value: serde_json::Value,
+             at: FieldPath,
+             shape: fn(serde_json::Value) -> Option<(String, String)>| {
+                if let Some((sub, why)) = shape(value) {
+                    let field = if sub.is_empty() || sub == "." {
+                        at.to_string()
+                    } else {
+                        format!("{at}.{sub}")
+                    };
+                    self.report
+                        .errors
+                        .push(FieldError::invalid(field, Unquoted(why), ""));
+                }
+            };
+        fn as_container(mut v: serde_json::Value) -> Option<(String, String)> {
+            v["name"] = "c".into();
+            shape_error::<Container>(v)
+        }
+        fn as_pod(mut v: serde_json::Value) -> Option<(String, String)> {
+            v["containers"] = serde_json::json!([]);
+            shape_error::<PodSpec>(v)
+        }
+        if let Some(model) = &c.model {
+            check(
+                serde_json::to_value(model.container()).unwrap_or_default(),
+                path.child("model"),
+                as_container,
+            );
+        }
+        for (i, container) in c.containers.iter().enumerate() {
+            check(
+                serde_json::to_value(container).unwrap_or_default(),
+                path.child("containers").index(i),
+                as_container,
+            );
+        }
+        check(
+            serde_json::to_value(&c.pod).unwrap_or_default(),
+            path.clone(),
+            as_pod,
+        );
+        if let Some(strategy) = &c.deployment_strategy {
+            check(
+                strategy.clone(),
+                path.child("deploymentStrategy"),
+                shape_error::<DeploymentStrategy>,
+            );
         }
     }
 
@@ -805,4 +864,20 @@ fn is_dns1123_label(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
+}
+
+/// The path and message of the first way `v` fails to be a `T`, if it does.
+fn shape_error<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Option<(String, String)> {
+    serde_path_to_error::deserialize::<_, T>(v)
+        .err()
+        .map(|e| (e.path().to_string(), e.into_inner().to_string()))
+}
+
+/// A message printed without quotes inside `FieldError::invalid`.
+struct Unquoted(String);
+
+impl std::fmt::Debug for Unquoted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }

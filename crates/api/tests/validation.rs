@@ -467,3 +467,45 @@ fn the_seed_documents_are_valid() {
         assert_eq!(outcome(&i), "valid", "{file}");
     }
 }
+
+// --- pass-through fields ----------------------------------------------------------------------
+golden!(
+    pass_through_fields_must_have_kubernetes_shapes,
+    KEDA,
+    format!(
+        "{MODEL}  readinessProbe: {{httpGet: {{port: [1]}}}}\ntolerations: [{{effect: 5}}]\ndeploymentStrategy: {{type: 3}}"
+    )
+);
+
+#[test]
+fn decoding_errors_name_the_field() {
+    let cases = [
+        (
+            "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\n",
+            "spec: Required value",
+        ),
+        (
+            "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: x}\nspec: {predictor: {model: {modelFormat: {name: s}, resources: {limits: {cpu: lots}}}}}\n",
+            "spec.predictor.model.resources.limits.cpu: Invalid value: invalid value \"lots\"",
+        ),
+        (
+            "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: x}\nspec: {predictor: {model: {modelFormat: {}}}}\n",
+            "spec.predictor.model.modelFormat.name: Required value",
+        ),
+        (
+            "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: x}\nspec: {predictor: {maxReplicas: 1.5}}\n",
+            "spec.predictor.maxReplicas: Invalid value: invalid type: floating point `1.5`, expected i32",
+        ),
+        (
+            "apiVersion: serving.kserve.io/v1beta1\nkind: InferenceService\nmetadata: {name: x}\nspec: {predictor: {autoScaling: {metrics: [{type: External, external: {metric: {query: q}, target: {type: Value, value: 1.5}}}]}}}\n",
+            "spec.predictor.autoScaling.metrics[0].external.target.value: Invalid value: value must be string or integer",
+        ),
+    ];
+    for (text, want) in cases {
+        let doc = split_documents(text).remove(0).unwrap();
+        let err = from_document::<InferenceService>(&doc)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(want), "{err}\n  should contain\n{want}");
+    }
+}

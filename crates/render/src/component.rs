@@ -73,7 +73,7 @@ pub fn build(
                 .iter()
                 .find(|c| c.name.as_deref() == Some(KSERVE_CONTAINER))
                 .ok_or(RenderError::NoKserveContainer)?;
-            let merged = template.expand_container(&container::merge(base, &model.container))?;
+            let merged = template.expand_container(&container::merge(base, &model.container()))?;
             let mut server = merged;
             let server_type = rt
                 .metadata
