@@ -1,6 +1,7 @@
 //! `tidal`: KServe InferenceServices with KEDA-style autoscaling.
 
 mod cmd_render;
+mod cmd_serve;
 mod manifest;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -21,6 +22,9 @@ enum Command {
     /// Check InferenceServices as KServe's webhook and the CRD schema would; exit non-zero with
     /// every error otherwise.
     Validate(ManifestArgs),
+    /// Serve one model over KServe's v1 and the Open Inference Protocol v2 (what every replica
+    /// runs).
+    Serve(cmd_serve::ServeArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,10 +56,22 @@ enum Format {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let (args, dropped) = cmd_serve::drop_unknown_flags(std::env::args().collect());
+    if !dropped.is_empty() {
+        tracing::warn!(?dropped, "Ignoring flags tidal serve does not know");
+    }
+    let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Render(args) => cmd_render::render(&args),
         Command::Validate(args) => cmd_render::validate(&args),
+        Command::Serve(args) => cmd_serve::serve(&args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,3 @@
+//! Runtimes: each turns files on disk into a [`crate::model::Model`].
+
+pub mod sklearn;
