@@ -44,9 +44,10 @@ wait_ready() { # wait_ready URL
   echo "server at $1 did not become ready" >&2; return 1
 }
 
-MODEL_FILE=$(ls "$MODEL_DIR"/*.joblib "$MODEL_DIR"/*.pkl 2>/dev/null | head -1)
+MODEL_FILE=$( (ls "$MODEL_DIR"/*.joblib "$MODEL_DIR"/*.pkl 2>/dev/null || true) | head -1)
 cat > "$WORK/kserve_server.py" <<PY
 # KServe's own ModelServer with a minimal sklearn model (the sklearnserver package is not on PyPI).
+import uuid
 import joblib, kserve, numpy as np
 from kserve import Model, ModelServer, InferResponse, InferOutput
 
@@ -59,8 +60,8 @@ class SKLearn(Model):
         x = payload.inputs[0].as_numpy()
         y = self.model.predict(x)
         out = InferOutput(name="output-0", shape=list(y.shape), datatype="INT64")
-        out.set_numpy(y.astype(np.int64))
-        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id)
+        out.set_data_from_numpy(y.astype(np.int64))
+        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id or str(uuid.uuid4()))
 
 if __name__ == "__main__":
     ModelServer(http_port=18181, grpc_port=18182, enable_grpc=False).start([SKLearn("iris", "$MODEL_FILE")])
@@ -82,6 +83,7 @@ BODY='{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP64","data":[[6.8,
 for port in 18081 18181 18281; do
   out=$(curl -s -H 'Content-Type: application/json' -d "$BODY" "http://127.0.0.1:$port/v2/models/iris/infer")
   echo "  :$port -> $out"
+  grep -q '"outputs"' <<<"$out" || { echo "the server on :$port did not answer the smoke request" >&2; exit 1; }
 done
 
 declare -A RPS P50 P99 ERR

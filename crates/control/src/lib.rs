@@ -1,0 +1,8 @@
+//! The embedded control plane behind `tidal up`: a Kubernetes-style API over the SQLite store,
+//! the controller that renders InferenceServices into their objects, and the supervisor that
+//! runs replicas as local processes.
+
+pub mod admission;
+pub mod api;
+pub mod controller;
+pub mod status;
