@@ -150,6 +150,7 @@ impl Controller {
                         serde_json::to_value(so).expect("serializes"),
                         false,
                     )?;
+                    self.scaled_object_status(ns, so)?;
                     wanted.insert((SCALED_OBJECT.kind.into(), name_of(&so.metadata)));
                 }
                 Some(Autoscaler::Hpa(hpa)) => {
@@ -192,6 +193,80 @@ impl Controller {
         }
         let status = self.status(ns, &raw, &desired)?;
         self.write_status(ns, name, &raw, status)
+    }
+
+    /// The ScaledObject status KEDA writes when it takes a ScaledObject over: the target's kind,
+    /// Ready, and for cpu/memory-only triggers (which KEDA hands to the HPA and never polls)
+    /// Active while the target has replicas. The autoscaler refines Active and Fallback for the
+    /// triggers it polls.
+    fn scaled_object_status(
+        &self,
+        ns: &str,
+        so: &tidal_api::ScaledObject,
+    ) -> Result<(), StoreError> {
+        let name = name_of(&so.metadata);
+        let target = &so.spec.scale_target_ref.name;
+        let ready_replicas = self
+            .store
+            .get(DEPLOYMENT, Some(ns), target)
+            .ok()
+            .and_then(|d| d.pointer("/status/readyReplicas").and_then(Value::as_i64))
+            .unwrap_or(0);
+        let resource_only = so
+            .spec
+            .triggers
+            .iter()
+            .all(|t| t.type_ == "cpu" || t.type_ == "memory");
+        let paused = so.metadata.annotations.as_ref().is_some_and(|a| {
+            a.contains_key(tidal_api::keda::PAUSED_ANNOTATION)
+                || a.contains_key(tidal_api::keda::PAUSED_REPLICAS_ANNOTATION)
+        });
+        self.store.modify(SCALED_OBJECT, Some(ns), &name, None, UpdateScope::Status, |current| {
+            let mut next = current.clone();
+            let old = current.get("status").cloned().unwrap_or(json!({}));
+            let keep = |type_: &str| {
+                old.get("conditions")
+                    .and_then(Value::as_array)
+                    .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+            };
+            let active = if resource_only {
+                if ready_replicas > 0 {
+                    json!({"type": "Active", "status": "True", "reason": "ScalerActive", "message": "Scaling is performed because triggers are active"})
+                } else {
+                    json!({"type": "Active", "status": "False", "reason": "ScalerNotActive", "message": "Scaling is not performed because triggers are not active"})
+                }
+            } else {
+                keep("Active").unwrap_or(json!({"type": "Active", "status": "Unknown"}))
+            };
+            let fallback = keep("Fallback").unwrap_or(if resource_only {
+                json!({"type": "Fallback", "status": "Unknown"})
+            } else {
+                json!({"type": "Fallback", "status": "False", "reason": "NoFallbackFound", "message": "No fallbacks are active on this scaled object"})
+            });
+            let paused_c = if paused {
+                json!({"type": "Paused", "status": "True", "reason": "ScaledObjectPaused", "message": "ScaledObject is paused"})
+            } else {
+                json!({"type": "Paused", "status": "Unknown"})
+            };
+            let mut status = old.clone();
+            status["scaleTargetKind"] = json!("apps/v1.Deployment");
+            status["scaleTargetGVKR"] = json!({"group": "apps", "kind": "Deployment", "resource": "deployments", "version": "v1"});
+            status["conditions"] = json!([
+                {"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": "ScaledObject is defined correctly and is ready for scaling"},
+                active,
+                fallback,
+                paused_c,
+            ]);
+            if resource_only {
+                status["resourceMetricNames"] = json!(so.spec.triggers.iter().map(|t| t.type_.clone()).collect::<Vec<_>>());
+            } else {
+                status["externalMetricNames"] = json!(so.spec.triggers.iter().enumerate().filter(|(_, t)| t.type_ != "cpu" && t.type_ != "memory").map(|(i, t)| format!("s{i}-{}", t.type_)).collect::<Vec<_>>());
+            }
+            status["hpaName"] = json!(format!("keda-hpa-{name}"));
+            next["status"] = status;
+            Ok::<_, StoreError>(next)
+        })?;
+        Ok(())
     }
 
     fn runtimes(&self, ns: &str) -> Vec<ServingRuntime> {
