@@ -20,7 +20,9 @@ from kserve import InferenceRESTClient, InferInput, InferRequest, RESTConfig
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "crates" / "sklearn" / "tests" / "fixtures"
 TIDAL = os.environ.get("TIDAL_BIN", str(ROOT / "target" / "debug" / "tidal"))
-CASES = ["iris-svc", "iris-logreg", "iris-pipeline", "diabetes-rfr", "iris-svc-pickle", "iris-svc-compressed"]
+# Every fixture: the shared ones and the generated variants (kernels, probabilities, string
+# labels, pickle protocols, compressors).
+CASES = sorted(p.parent.name for p in FIXTURES.glob("*/expected.json"))
 
 
 def free_port():
@@ -74,8 +76,10 @@ def expected_array(expected, key="predict"):
 
 def check_predictions(got, expected):
     want = expected_array(expected)
+    if got.dtype == object:  # BYTES: string class labels
+        got = np.array([g.decode() if isinstance(g, bytes) else g for g in got.ravel()]).reshape(got.shape)
     if want.dtype.kind == "f":
-        np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-9, atol=0)
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=1e-9, atol=1e-12)
     else:
         assert got.tolist() == want.tolist()
 
@@ -98,6 +102,11 @@ def test_tritonclient_json_and_binary(served):
         result = client.infer(server.name, [inp], outputs=[out], request_id="req-7")
         assert result.get_response()["id"] == "req-7"
         check_predictions(result.as_numpy("output-0"), expected)
+    if "predict_proba" in expected:
+        inp = triton.InferInput("input-0", list(x.shape), "FP64")
+        inp.set_data_from_numpy(x, binary_data=True)
+        got = client.infer(server.name, [inp], parameters={"predict_proba": True}).as_numpy("output-0")
+        np.testing.assert_allclose(got, np.array(expected["predict_proba"]), rtol=1e-9, atol=1e-12)
 
 
 def test_kserve_rest_client_v1_and_v2(served):
