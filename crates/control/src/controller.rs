@@ -105,6 +105,14 @@ impl Controller {
         let desired = match tidal_render::render(&isvc, &runtimes, &self.config) {
             Ok(d) => d,
             Err(e) => {
+                crate::events::record(
+                    &self.store,
+                    &raw,
+                    "Warning",
+                    "InternalError",
+                    &e.to_string(),
+                    "v1beta1Controllers",
+                );
                 let mut status = current_status(&raw);
                 set(
                     &mut status,
@@ -306,7 +314,22 @@ impl Controller {
                     // autoscaler says otherwise.
                     desired["spec"]["replicas"] = json!(1);
                 }
-                self.store.create(r, Some(ns), desired)?;
+                let created = self.store.create(r, Some(ns), desired)?;
+                if r == SCALED_OBJECT {
+                    for (reason, message) in [
+                        ("KEDAScalersStarted", "Started scalers watch"),
+                        ("ScaledObjectReady", "ScaledObject is ready for scaling"),
+                    ] {
+                        crate::events::record(
+                            &self.store,
+                            &created,
+                            "Normal",
+                            reason,
+                            message,
+                            "keda-operator",
+                        );
+                    }
+                }
                 Ok(())
             }
             Err(e) => Err(e),

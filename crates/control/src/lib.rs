@@ -6,5 +6,6 @@ pub mod admission;
 pub mod api;
 pub mod controller;
 pub mod daemon;
+pub mod events;
 pub mod status;
 pub mod supervisor;

@@ -407,10 +407,21 @@ impl Supervisor {
             "spec": template.get("spec").cloned().unwrap_or(json!({})),
             "status": {"phase": "Pending"},
         });
-        if let Err(e) = self.store.create(POD, Some(ns), pod) {
-            tracing::warn!(pod = name, error = %e, "Cannot record pod");
-            return;
-        }
+        let pod = match self.store.create(POD, Some(ns), pod) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(pod = name, error = %e, "Cannot record pod");
+                return;
+            }
+        };
+        crate::events::record(
+            &self.store,
+            &pod,
+            "Normal",
+            "Scheduled",
+            &format!("Successfully assigned {ns}/{name} to localhost"),
+            "default-scheduler",
+        );
         tracing::info!(pod = name, port, "Starting replica");
         self.replicas.push(Replica {
             namespace: ns.into(),
@@ -437,6 +448,16 @@ impl Supervisor {
             return;
         }
         tracing::info!(pod = r.name, "Stopping replica");
+        if let Ok(pod) = self.store.get(POD, Some(&r.namespace), &r.name) {
+            crate::events::record(
+                &self.store,
+                &pod,
+                "Normal",
+                "Killing",
+                "Stopping container kserve-container",
+                "kubelet",
+            );
+        }
         r.terminating = Some(Instant::now());
         r.ready = false;
         // Leave load balancing first: the Pod goes not-ready before the process is signalled.
@@ -488,6 +509,16 @@ impl Supervisor {
                 && let Ok(Some(status)) = c.try_wait()
             {
                 tracing::warn!(pod = r.name, %status, restarts = r.restarts + 1, "Replica exited; restarting");
+                if let Ok(pod) = self.store.get(POD, Some(&r.namespace), &r.name) {
+                    crate::events::record(
+                        &self.store,
+                        &pod,
+                        "Warning",
+                        "BackOff",
+                        "Back-off restarting failed container kserve-container",
+                        "kubelet",
+                    );
+                }
                 r.child = None;
                 r.ready = false;
                 r.restarts += 1;
@@ -499,7 +530,19 @@ impl Supervisor {
                 && let Ok(launch) = &r.launch
             {
                 match spawn(launch, &r.log) {
-                    Ok(child) => r.child = Some(child),
+                    Ok(child) => {
+                        r.child = Some(child);
+                        if let Ok(pod) = self.store.get(POD, Some(&r.namespace), &r.name) {
+                            crate::events::record(
+                                &self.store,
+                                &pod,
+                                "Normal",
+                                "Started",
+                                "Started container kserve-container",
+                                "kubelet",
+                            );
+                        }
+                    }
                     Err(e) => {
                         r.launch = Err(format!("cannot start {}: {e}", launch.program.display()))
                     }

@@ -246,6 +246,7 @@ fn seed_inference_service_on_the_embedded_daemon() {
         "Value:  50",
         "Metric Type:  Utilization",
         "Type:         cpu",
+        "KEDAScalersStarted",
     ] {
         assert!(describe.contains(line), "{line:?} missing from\n{describe}");
     }

@@ -1,0 +1,246 @@
+//! Token selection and a simple single-sequence generation loop.
+//!
+//! [`Sampler`] turns one row of logits into a token id and is meant to be
+//! reused by a batching engine (one sampler per request, so each request's
+//! seed gives a reproducible stream). [`generate`] is the reference loop:
+//! prefill the prompt once, then one cached decode step per new token.
+
+use candle_core::{DType, Tensor};
+
+use crate::error::{Error, Result};
+use crate::opt::Opt;
+
+/// How to pick tokens and when to stop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplingParams {
+    /// 0 means greedy (argmax); otherwise logits are divided by it before sampling.
+    pub temperature: f64,
+    /// Keep only the `top_k` most likely tokens (`None` or 0 disables).
+    pub top_k: Option<usize>,
+    /// Nucleus sampling: keep the smallest set of tokens whose probability
+    /// mass reaches `top_p` (1.0 disables). Must be in (0, 1].
+    pub top_p: f64,
+    /// Seed of the per-request random stream (ignored when greedy).
+    pub seed: u64,
+    /// Maximum number of new tokens.
+    pub max_tokens: usize,
+    /// Extra token ids that end generation (the model's EOS always does
+    /// unless `ignore_eos`).
+    pub stop_token_ids: Vec<u32>,
+    /// Keep generating past the model's EOS token.
+    pub ignore_eos: bool,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: None,
+            top_p: 1.0,
+            seed: 0,
+            max_tokens: 16,
+            stop_token_ids: Vec::new(),
+            ignore_eos: false,
+        }
+    }
+}
+
+impl SamplingParams {
+    /// Greedy decoding of at most `max_tokens` tokens.
+    pub fn greedy(max_tokens: usize) -> Self {
+        Self {
+            max_tokens,
+            ..Self::default()
+        }
+    }
+
+    /// Rejects NaN or out-of-range values.
+    pub fn validate(&self) -> Result<()> {
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return Err(Error::InvalidInput(format!(
+                "temperature must be a finite number >= 0, got {}",
+                self.temperature
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(Error::InvalidInput(format!(
+                "top_p must be in (0, 1], got {}",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Picks the next token from a row of logits.
+#[derive(Debug, Clone)]
+pub struct Sampler {
+    params: SamplingParams,
+    rng: SplitMix64,
+}
+
+impl Sampler {
+    /// A sampler for `params` (validated), seeded with `params.seed`.
+    pub fn new(params: &SamplingParams) -> Result<Self> {
+        params.validate()?;
+        Ok(Self {
+            params: params.clone(),
+            rng: SplitMix64(params.seed),
+        })
+    }
+
+    /// Picks a token from `[vocab]` (or `[1, vocab]`) logits.
+    pub fn sample_tensor(&mut self, logits: &Tensor) -> Result<u32> {
+        let row = logits
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        self.sample(&row)
+    }
+
+    /// Picks a token from one row of logits. Greedy picks the first maximum,
+    /// like `torch.argmax`.
+    pub fn sample(&mut self, logits: &[f32]) -> Result<u32> {
+        if logits.is_empty() {
+            return Err(Error::InvalidInput(
+                "cannot sample from empty logits".to_owned(),
+            ));
+        }
+        if logits.iter().any(|x| x.is_nan()) {
+            return Err(Error::InvalidInput("logits contain NaN".to_owned()));
+        }
+        if self.params.temperature == 0.0 {
+            return Ok(argmax(logits));
+        }
+        // Temperature, then top-k, then top-p (transformers' warper order).
+        let inv_t = 1.0 / self.params.temperature;
+        let mut order: Vec<usize> = (0..logits.len()).collect();
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+        if let Some(k) = self.params.top_k.filter(|&k| k > 0) {
+            order.truncate(k);
+        }
+        let max = f64::from(logits[order[0]]) * inv_t;
+        let weights: Vec<f64> = order
+            .iter()
+            .map(|&i| (f64::from(logits[i]) * inv_t - max).exp())
+            .collect();
+        let total: f64 = weights.iter().sum();
+        let mut keep = 0;
+        let mut mass = 0.0;
+        for w in &weights {
+            if keep > 0 && mass >= self.params.top_p {
+                break;
+            }
+            mass += w / total;
+            keep += 1;
+        }
+        let kept_total: f64 = weights[..keep].iter().sum();
+        let mut target = self.rng.next_f64() * kept_total;
+        for (i, w) in weights[..keep].iter().enumerate() {
+            if target < *w {
+                return Ok(order[i] as u32);
+            }
+            target -= w;
+        }
+        Ok(order[keep - 1] as u32)
+    }
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// A small deterministic PRNG (SplitMix64), so seeds are reproducible
+/// across platforms and dependency upgrades.
+#[derive(Debug, Clone)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// A stop token (EOS or one of `stop_token_ids`) was produced; it is not
+    /// included in [`Generation::token_ids`].
+    Stop(u32),
+    /// `max_tokens` were produced, or the context window is full.
+    Length,
+}
+
+/// The result of [`generate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generation {
+    /// The new tokens (not including the prompt or the stop token).
+    pub token_ids: Vec<u32>,
+    /// Why generation ended.
+    pub finish_reason: FinishReason,
+}
+
+/// Generates a continuation of `prompt` (token ids, BOS included) using the
+/// KV cache: one prefill forward, then one single-token forward per new token.
+pub fn generate(model: &Opt, prompt: &[u32], params: &SamplingParams) -> Result<Generation> {
+    let mut sampler = Sampler::new(params)?;
+    if prompt.is_empty() {
+        return Err(Error::InvalidInput(
+            "prompt must contain at least one token".to_owned(),
+        ));
+    }
+    let max_len = model.config().max_position_embeddings;
+    if prompt.len() > max_len {
+        return Err(Error::InvalidInput(format!(
+            "prompt has {} tokens, more than max_position_embeddings {max_len}",
+            prompt.len()
+        )));
+    }
+    let mut stops = params.stop_token_ids.clone();
+    if !params.ignore_eos {
+        stops.extend(model.config().eos_token_id);
+    }
+    let mut token_ids = Vec::new();
+    if params.max_tokens == 0 {
+        return Ok(Generation {
+            token_ids,
+            finish_reason: FinishReason::Length,
+        });
+    }
+    let mut cache = model.new_cache();
+    let mut logits =
+        model.forward_rows(&[prompt.to_vec()], &[vec![1; prompt.len()]], &mut cache)?;
+    loop {
+        let next = sampler.sample_tensor(&logits)?;
+        if stops.contains(&next) {
+            return Ok(Generation {
+                token_ids,
+                finish_reason: FinishReason::Stop(next),
+            });
+        }
+        token_ids.push(next);
+        // Feeding the new token back needs one more position.
+        if token_ids.len() >= params.max_tokens || prompt.len() + token_ids.len() > max_len {
+            return Ok(Generation {
+                token_ids,
+                finish_reason: FinishReason::Length,
+            });
+        }
+        logits = model.forward_rows(&[vec![next]], &[vec![1]], &mut cache)?;
+    }
+}
