@@ -29,6 +29,8 @@ pub struct ApiState {
     pub store: Arc<Store>,
     /// Where replica logs are written (`pods/{name}/log`).
     pub log_dir: PathBuf,
+    /// The gateway, whose counters `/metrics` exposes.
+    pub gateway: Option<Arc<tidal_gateway::Gateway>>,
 }
 
 /// The API routes.
@@ -39,6 +41,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/api/v1", get(|| async { resource_list("", "v1") }))
         .route("/apis/{group}/{version}", get(|Path((g, v)): Path<(String, String)>| async move { resource_list(&g, &v) }))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(|State(st): S| async move {
+            let text = st.gateway.as_ref().map(|g| g.metrics_text()).unwrap_or_default();
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+        }))
         .route("/api/v1/{plural}", get(core_all))
         .route("/api/v1/namespaces/{ns}/{plural}", get(core_collection).post(core_collection))
         .route(

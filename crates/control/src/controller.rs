@@ -232,6 +232,10 @@ impl Controller {
         self.store.modify(SCALED_OBJECT, Some(ns), &name, None, UpdateScope::Status, |current| {
             let mut next = current.clone();
             let old = current.get("status").cloned().unwrap_or(json!({}));
+            // Once the autoscaler has written conditions, they are its to keep.
+            if old.get("currentReplicas").is_some() {
+                return Ok::<_, StoreError>(next);
+            }
             let keep = |type_: &str| {
                 old.get("conditions")
                     .and_then(Value::as_array)

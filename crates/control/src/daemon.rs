@@ -17,6 +17,8 @@ pub struct Options {
     pub data_dir: PathBuf,
     /// The API address.
     pub listen: SocketAddr,
+    /// The gateway address (InferenceService traffic).
+    pub gateway_listen: SocketAddr,
     /// The domain of InferenceService URLs.
     pub ingress_domain: String,
     /// The `tidal` executable replicas run.
@@ -42,10 +44,31 @@ pub async fn run(
         ..Default::default()
     };
     let controller = tokio::spawn(Controller::new(store.clone(), config).run(stop_rx.clone()));
+    let autoscaler =
+        tokio::spawn(crate::autoscaling::Autoscaler::new(store.clone()).run(stop_rx.clone()));
+
+    let gateway = Arc::new(tidal_gateway::Gateway::new());
+    let routes = tokio::spawn(tidal_gateway::run_routes(
+        gateway.clone(),
+        store.clone(),
+        stop_rx.clone(),
+    ));
+    let gw_listener = tokio::net::TcpListener::bind(opts.gateway_listen).await?;
+    tracing::info!(address = %gw_listener.local_addr()?, "Gateway listening");
+    let mut gw_stop = stop_rx.clone();
+    let gw_server = axum::serve(gw_listener, tidal_gateway::app(gateway.clone()))
+        .with_graceful_shutdown(async move {
+            let _ = gw_stop.changed().await;
+        });
+    let gw_server = tokio::spawn(async move { gw_server.await });
 
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     tracing::info!(address = %listener.local_addr()?, "API server listening");
-    let app = router(Arc::new(ApiState { store, log_dir }));
+    let app = router(Arc::new(ApiState {
+        store,
+        log_dir,
+        gateway: Some(gateway),
+    }));
     let mut api_stop = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = api_stop.changed().await;
@@ -55,8 +78,11 @@ pub async fn run(
     tracing::info!("Shutting down: stopping replicas");
     let _ = stop_tx.send(true);
     let _ = controller.await;
+    let _ = autoscaler.await;
     let _ = supervisor.await;
     let _ = server.await;
+    let _ = gw_server.await;
+    let _ = routes.await;
     tracing::info!("Stopped");
     Ok(())
 }

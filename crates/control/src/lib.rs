@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod autoscaling;
 pub mod controller;
 pub mod daemon;
 pub mod events;

@@ -27,6 +27,7 @@ fn setup() -> (Arc<Store>, axum::Router) {
     let app = router(Arc::new(ApiState {
         store: store.clone(),
         log_dir: std::env::temp_dir(),
+        gateway: None,
     }));
     (store, app)
 }

@@ -95,6 +95,9 @@ struct UpArgs {
     /// The API address.
     #[arg(long, default_value = "127.0.0.1:8001")]
     listen: std::net::SocketAddr,
+    /// The gateway address: InferenceService traffic, routed by Host or `/serving/{ns}/{name}/`.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    gateway_listen: std::net::SocketAddr,
     /// Domain of InferenceService URLs (`http://{name}-{namespace}.{domain}`).
     #[arg(long, default_value = "example.com")]
     ingress_domain: String,
@@ -117,6 +120,7 @@ fn up(args: &UpArgs) -> anyhow::Result<std::process::ExitCode> {
     let opts = tidal_control::daemon::Options {
         data_dir,
         listen: args.listen,
+        gateway_listen: args.gateway_listen,
         ingress_domain: args.ingress_domain.clone(),
         tidal: std::env::current_exe()?,
     };

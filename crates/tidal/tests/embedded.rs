@@ -25,6 +25,11 @@ struct Daemon {
     child: Child,
 }
 
+/// The gateway port of a daemon whose API listens on `port`.
+fn gateway_port(port: u16) -> u16 {
+    port + 1
+}
+
 impl Daemon {
     fn start(data: &Path, port: u16) -> Self {
         let child = Command::new(TIDAL)
@@ -34,6 +39,8 @@ impl Daemon {
                 data.to_str().unwrap(),
                 "--listen",
                 &format!("127.0.0.1:{port}"),
+                "--gateway-listen",
+                &format!("127.0.0.1:{}", gateway_port(port)),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -139,10 +146,14 @@ fn ready_replica(port: u16) -> (String, u16, u32) {
 }
 
 fn predict(port: u16) -> String {
+    predict_via(port, "x")
+}
+
+fn predict_via(port: u16, host: &str) -> String {
     let body = r#"{"inputs":[{"name":"input-0","shape":[2,4],"datatype":"FP32","data":[[6.8,2.8,4.8,1.4],[6.0,3.4,4.5,1.6]]}]}"#;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     use std::io::{Read, Write};
-    write!(s, "POST /v2/models/sklearn-v2-iris/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).unwrap();
+    write!(s, "POST /v2/models/sklearn-v2-iris/infer HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -202,6 +213,26 @@ fn seed_inference_service_on_the_embedded_daemon() {
     assert!(pod.starts_with("sklearn-v2-iris-predictor-"), "{pod}");
     let answer = predict(replica_port);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""data":[1,1]"#), "{answer}");
+    // Through the gateway, by the status.url host, as `hey -host ${SERVICE_HOSTNAME}` sends it.
+    let host = tidal(
+        port,
+        &[
+            "get",
+            "isvc",
+            "sklearn-v2-iris",
+            "-o",
+            "jsonpath={.status.url}",
+        ],
+        None,
+    )
+    .stdout;
+    let host = host.trim().trim_start_matches("http://").to_string();
+    assert_eq!(host, "sklearn-v2-iris-default.example.com");
+    let answer = wait_for(Duration::from_secs(10), || {
+        let a = predict_via(gateway_port(port), &host);
+        a.starts_with("HTTP/1.1 200").then_some(a)
+    });
     assert!(answer.contains(r#""data":[1,1]"#), "{answer}");
 
     let so = tidal(

@@ -437,6 +437,19 @@ pub fn describe(conn: &Conn, kind: &str, name: &str) -> anyhow::Result<ExitCode>
                 .collect()
         })
         .unwrap_or_default();
+    let mut mine = mine;
+    mine.sort_by_key(|e| {
+        (
+            e.get("lastTimestamp")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+            e.pointer("/metadata/creationTimestamp")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        )
+    });
     print!("{}", describe::describe(&body, &mine));
     Ok(ExitCode::SUCCESS)
 }

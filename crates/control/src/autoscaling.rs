@@ -1,0 +1,385 @@
+//! The autoscaler's poll loop: for each ScaledObject, measure its triggers, call the pure
+//! [`tidal_autoscaler::decide`], scale the Deployment, and write status and Events.
+//!
+//! Resource triggers are measured from the replica processes themselves: CPU as the change in
+//! `utime + stime` from `/proc/{pid}/stat` over the poll interval (USER_HZ = 100), memory as the
+//! resident set from `/proc/{pid}/statm`, each against the container's request (CPU Utilization
+//! is usage ÷ `requests.cpu`, as the HPA computes it). External triggers (prometheus, graphite)
+//! are queried by the metrics pipeline; until a trigger can be read it counts as failing, which
+//! blocks scale-down and, past `fallback.failureThreshold`, uses the fallback.
+//!
+//! Embedded mode polls every second unless the ScaledObject sets `pollingInterval` (KEDA's
+//! default is 30 s); every other knob keeps its KEDA/HPA meaning.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+use tidal_api::ScaledObject;
+use tidal_autoscaler::{
+    MetricObservation, MetricSource, Observations, PodSample, ResourceName, Spec, State, Timestamp,
+    decide,
+};
+use tidal_store::resource::{DEPLOYMENT, POD, SCALED_OBJECT};
+use tidal_store::{LabelSelector, Store, StoreError, UpdateScope};
+
+/// Linux's USER_HZ: clock ticks per second in `/proc/{pid}/stat`.
+const TICKS_PER_SECOND: f64 = 100.0;
+/// The embedded default poll interval.
+pub const EMBEDDED_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+struct Tracked {
+    state: State,
+    last_poll: Option<Instant>,
+    generation: i64,
+}
+
+/// The poll loop.
+pub struct Autoscaler {
+    store: Arc<Store>,
+    tracked: HashMap<String, Tracked>,
+    cpu: HashMap<u32, (u64, Instant)>,
+    epoch: Instant,
+}
+
+impl Autoscaler {
+    /// A loop over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        Autoscaler {
+            store,
+            tracked: HashMap::new(),
+            cpu: HashMap::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Polls until `stop`.
+    pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => self.poll_all(),
+            }
+        }
+    }
+
+    fn now(&self) -> Timestamp {
+        Timestamp::from_duration(self.epoch.elapsed())
+    }
+
+    fn poll_all(&mut self) {
+        let Ok((objects, _)) = self
+            .store
+            .list(SCALED_OBJECT, None, &LabelSelector::default())
+        else {
+            return;
+        };
+        let mut seen = Vec::new();
+        for raw in objects {
+            let ns = raw
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_string();
+            let name = raw
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let key = format!("{ns}/{name}");
+            seen.push(key.clone());
+            if let Err(e) = self.poll(&key, &ns, &name, &raw) {
+                tracing::debug!(scaledobject = key, error = %e, "Autoscaler poll failed");
+            }
+        }
+        self.tracked.retain(|k, _| seen.contains(k));
+    }
+
+    fn poll(&mut self, key: &str, ns: &str, name: &str, raw: &Value) -> Result<(), StoreError> {
+        let so: ScaledObject =
+            serde_json::from_value(raw.clone()).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let spec = match Spec::from_scaled_object(&so) {
+            Ok(s) => s,
+            Err(e) => {
+                self.set_ready_false(ns, name, &e.to_string())?;
+                return Ok(());
+            }
+        };
+        let interval = if so.spec.polling_interval.is_some() {
+            spec.polling_interval
+        } else {
+            EMBEDDED_POLL_INTERVAL
+        };
+        let target = so.spec.scale_target_ref.name.clone();
+        let deployment = match self.store.get(DEPLOYMENT, Some(ns), &target) {
+            Ok(d) => d,
+            Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let current = deployment
+            .pointer("/spec/replicas")
+            .and_then(Value::as_u64)
+            .unwrap_or(1) as u32;
+        let generation = raw
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
+        let now = self.now();
+        let tracked = self
+            .tracked
+            .entry(key.to_string())
+            .or_insert_with(|| Tracked {
+                state: State::new(current, now),
+                last_poll: None,
+                generation,
+            });
+        if tracked.last_poll.is_some_and(|t| t.elapsed() < interval) {
+            return Ok(());
+        }
+        tracked.last_poll = Some(Instant::now());
+        tracked.generation = generation;
+        // Someone else (a user, `kubectl scale`) may have changed the count.
+        tracked.state.current_replicas = current;
+
+        let observations = self.observe(ns, &deployment, &spec);
+        let tracked = self.tracked.get_mut(key).expect("tracked above");
+        let decision = decide(&spec, &observations, &tracked.state, now);
+        tracked.state = decision.state.clone();
+
+        if decision.is_rescale() {
+            let desired = decision.desired_replicas;
+            self.store.modify(
+                DEPLOYMENT,
+                Some(ns),
+                &target,
+                None,
+                UpdateScope::Main,
+                |cur| {
+                    let mut next = cur.clone();
+                    next["spec"]["replicas"] = json!(desired);
+                    Ok::<_, StoreError>(next)
+                },
+            )?;
+            tracing::info!(
+                scaledobject = key,
+                from = decision.previous_replicas,
+                to = desired,
+                reason = decision.reason,
+                "Scaled"
+            );
+            crate::events::record(
+                &self.store,
+                raw,
+                "Normal",
+                "SuccessfulRescale",
+                &decision.reason,
+                "keda-operator",
+            );
+        }
+
+        let metrics: Vec<Value> = decision
+            .metrics
+            .iter()
+            .map(|m| {
+                let mut v = json!({"name": m.name});
+                if let Some(c) = &m.current {
+                    if let Some(u) = c.average_utilization {
+                        v["currentAverageUtilization"] = json!(u);
+                    }
+                    if let Some(a) = c.average_value {
+                        v["currentAverageValue"] = json!(format!("{a}m"));
+                    }
+                    if let Some(x) = c.value {
+                        v["currentValue"] = json!(format!("{x}m"));
+                    }
+                }
+                if let Some(e) = &m.error {
+                    v["error"] = json!(e);
+                }
+                v
+            })
+            .collect();
+        let resource_only = spec.metrics.iter().all(|m| m.is_resource());
+        let (active, reason, message) = if decision.active {
+            (
+                "True",
+                "ScalerActive",
+                "Scaling is performed because triggers are active",
+            )
+        } else {
+            (
+                "False",
+                "ScalerNotActive",
+                "Scaling is not performed because triggers are not active",
+            )
+        };
+        let fallback = if resource_only {
+            json!({"type": "Fallback", "status": "Unknown"})
+        } else if decision.fallback_active {
+            json!({"type": "Fallback", "status": "True", "reason": "FallbackExists", "message": "At least one trigger is falling back on this scaled object"})
+        } else {
+            json!({"type": "Fallback", "status": "False", "reason": "NoFallbackFound", "message": "No fallbacks are active on this scaled object"})
+        };
+        let paused = if decision.paused {
+            json!({"type": "Paused", "status": "True", "reason": "ScaledObjectPaused", "message": "ScaledObject is paused"})
+        } else {
+            json!({"type": "Paused", "status": "Unknown"})
+        };
+        let last_active = decision.state.last_active.map(|t| {
+            let ago = now.saturating_since(t);
+            tidal_store::time::rfc3339(SystemTime::now() - ago)
+        });
+        let desired = decision.desired_replicas;
+        let condition = decision.condition.as_str();
+        let reason_text = decision.reason.clone();
+        self.store.modify(SCALED_OBJECT, Some(ns), name, None, UpdateScope::Status, |cur| {
+            let mut next = cur.clone();
+            let mut status = cur.get("status").cloned().unwrap_or(json!({}));
+            status["scaleTargetKind"] = json!("apps/v1.Deployment");
+            status["conditions"] = json!([
+                {"type": "Ready", "status": "True", "reason": "ScaledObjectReady", "message": "ScaledObject is defined correctly and is ready for scaling"},
+                {"type": "Active", "status": active, "reason": reason, "message": message},
+                fallback,
+                paused,
+            ]);
+            if let Some(t) = &last_active {
+                status["lastActiveTime"] = json!(t);
+            }
+            // An HPA-like view of the last decision.
+            status["currentReplicas"] = json!(current);
+            status["desiredReplicas"] = json!(desired);
+            status["currentMetrics"] = json!(metrics);
+            status["lastScaleCondition"] = json!({"type": condition, "message": reason_text});
+            next["status"] = status;
+            Ok::<_, StoreError>(next)
+        })?;
+        Ok(())
+    }
+
+    fn set_ready_false(&self, ns: &str, name: &str, message: &str) -> Result<(), StoreError> {
+        self.store.modify(SCALED_OBJECT, Some(ns), name, None, UpdateScope::Status, |cur| {
+            let mut next = cur.clone();
+            next["status"]["conditions"] = json!([
+                {"type": "Ready", "status": "False", "reason": "ScaledObjectCheckFailed", "message": message},
+                {"type": "Active", "status": "Unknown"},
+                {"type": "Fallback", "status": "Unknown"},
+                {"type": "Paused", "status": "Unknown"},
+            ]);
+            Ok::<_, StoreError>(next)
+        })?;
+        Ok(())
+    }
+
+    /// Measures every metric of `spec` for the Deployment's replicas.
+    fn observe(&mut self, ns: &str, deployment: &Value, spec: &Spec) -> Observations {
+        let labels: std::collections::BTreeMap<String, String> = deployment
+            .pointer("/spec/selector/matchLabels")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let selector = LabelSelector::from_labels(&labels);
+        let pods: Vec<Value> = self
+            .store
+            .list(POD, Some(ns), &selector)
+            .map(|(p, _)| p)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| {
+                p.pointer("/status/containerStatuses/0/state/terminated")
+                    .is_none()
+            })
+            .collect();
+        let ready = |p: &Value| {
+            p.pointer("/status/conditions/0/status")
+                .and_then(Value::as_str)
+                == Some("True")
+        };
+        let total = pods.len() as u32;
+        let ready_count = pods.iter().filter(|p| ready(p)).count() as u32;
+        let mut obs = Observations::new().pods(total, ready_count);
+        for m in &spec.metrics {
+            match &m.source {
+                MetricSource::Resource { resource, .. } => {
+                    let samples = pods
+                        .iter()
+                        .map(|p| {
+                            let pid = p
+                                .pointer("/metadata/annotations/tidal.dev~1pid")
+                                .and_then(Value::as_str)
+                                .and_then(|s| s.parse::<u32>().ok());
+                            let request = container_request(p, *resource);
+                            let usage = pid.and_then(|pid| match resource {
+                                ResourceName::Cpu => self.cpu_millicores(pid),
+                                ResourceName::Memory => {
+                                    rss_bytes(pid).map(|b| b.saturating_mul(1000))
+                                }
+                            });
+                            PodSample {
+                                ready: ready(p),
+                                usage,
+                                request,
+                            }
+                        })
+                        .collect();
+                    obs = obs.resource(&m.name, samples);
+                }
+                MetricSource::External => {
+                    obs.metrics.insert(
+                        m.name.clone(),
+                        MetricObservation::Failed("external metrics are read by the metrics pipeline, which is not running".into()),
+                    );
+                }
+            }
+        }
+        obs
+    }
+
+    /// CPU used by `pid` since the last sample, in millicores (`None` on the first sample).
+    fn cpu_millicores(&mut self, pid: u32) -> Option<i64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name (which may contain spaces) start after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let now = Instant::now();
+        let previous = self.cpu.insert(pid, (ticks, now));
+        let (t0, i0) = previous?;
+        let secs = now.duration_since(i0).as_secs_f64();
+        if secs <= 0.0 {
+            return None;
+        }
+        Some((((ticks.saturating_sub(t0)) as f64 / TICKS_PER_SECOND) / secs * 1000.0) as i64)
+    }
+}
+
+/// The resident set of `pid`, in bytes.
+fn rss_bytes(pid: u32) -> Option<i64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: i64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// The pod's request for a resource in milli-units (1 CPU when a container gives none, the
+/// runtimes' default).
+fn container_request(pod: &Value, resource: ResourceName) -> i64 {
+    let key = match resource {
+        ResourceName::Cpu => "cpu",
+        ResourceName::Memory => "memory",
+    };
+    let q = pod
+        .pointer(&format!("/spec/containers/0/resources/requests/{key}"))
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<tidal_api::quantity::Quantity>().ok());
+    match (q, resource) {
+        (Some(q), _) => q.millis() as i64,
+        (None, ResourceName::Cpu) => 1000,
+        (None, ResourceName::Memory) => 0,
+    }
+}
