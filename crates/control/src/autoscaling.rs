@@ -21,7 +21,7 @@ use tidal_autoscaler::{
     MetricObservation, MetricSource, Observations, PodSample, ResourceName, Spec, State, Timestamp,
     decide,
 };
-use tidal_store::resource::{DEPLOYMENT, POD, SCALED_OBJECT};
+use tidal_store::resource::{DEPLOYMENT, HPA, POD, SCALED_OBJECT};
 use tidal_store::{LabelSelector, Store, StoreError, UpdateScope};
 
 /// Linux's USER_HZ: clock ticks per second in `/proc/{pid}/stat`.
@@ -32,7 +32,6 @@ pub const EMBEDDED_POLL_INTERVAL: Duration = Duration::from_secs(1);
 struct Tracked {
     state: State,
     last_poll: Option<Instant>,
-    generation: i64,
 }
 
 /// The poll loop.
@@ -60,7 +59,7 @@ impl Autoscaler {
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
-                _ = tick.tick() => self.poll_all(),
+                _ = tick.tick() => self.poll_once(),
             }
         }
     }
@@ -69,29 +68,34 @@ impl Autoscaler {
         Timestamp::from_duration(self.epoch.elapsed())
     }
 
-    fn poll_all(&mut self) {
-        let Ok((objects, _)) = self
-            .store
-            .list(SCALED_OBJECT, None, &LabelSelector::default())
-        else {
-            return;
-        };
+    /// Polls every ScaledObject and HPA that is due.
+    pub fn poll_once(&mut self) {
         let mut seen = Vec::new();
-        for raw in objects {
-            let ns = raw
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-                .to_string();
-            let name = raw
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let key = format!("{ns}/{name}");
-            seen.push(key.clone());
-            if let Err(e) = self.poll(&key, &ns, &name, &raw) {
-                tracing::debug!(scaledobject = key, error = %e, "Autoscaler poll failed");
+        for r in [SCALED_OBJECT, HPA] {
+            let Ok((objects, _)) = self.store.list(r, None, &LabelSelector::default()) else {
+                continue;
+            };
+            for raw in objects {
+                let ns = raw
+                    .pointer("/metadata/namespace")
+                    .and_then(Value::as_str)
+                    .unwrap_or("default")
+                    .to_string();
+                let name = raw
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let key = format!("{}/{ns}/{name}", r.kind);
+                seen.push(key.clone());
+                let result = if r == HPA {
+                    self.poll_hpa(&key, &ns, &name, &raw)
+                } else {
+                    self.poll(&key, &ns, &name, &raw)
+                };
+                if let Err(e) = result {
+                    tracing::debug!(object = key, error = %e, "Autoscaler poll failed");
+                }
             }
         }
         self.tracked.retain(|k, _| seen.contains(k));
@@ -122,10 +126,6 @@ impl Autoscaler {
             .pointer("/spec/replicas")
             .and_then(Value::as_u64)
             .unwrap_or(1) as u32;
-        let generation = raw
-            .pointer("/metadata/generation")
-            .and_then(Value::as_i64)
-            .unwrap_or(1);
         let now = self.now();
         let tracked = self
             .tracked
@@ -133,13 +133,11 @@ impl Autoscaler {
             .or_insert_with(|| Tracked {
                 state: State::new(current, now),
                 last_poll: None,
-                generation,
             });
         if tracked.last_poll.is_some_and(|t| t.elapsed() < interval) {
             return Ok(());
         }
         tracked.last_poll = Some(Instant::now());
-        tracked.generation = generation;
         // Someone else (a user, `kubectl scale`) may have changed the count.
         tracked.state.current_replicas = current;
 
@@ -253,6 +251,121 @@ impl Autoscaler {
             status["currentMetrics"] = json!(metrics);
             status["lastScaleCondition"] = json!({"type": condition, "message": reason_text});
             next["status"] = status;
+            Ok::<_, StoreError>(next)
+        })?;
+        Ok(())
+    }
+
+    /// One poll of a plain HPA (autoscalerClass `hpa`): Resource metrics only, never to zero.
+    fn poll_hpa(&mut self, key: &str, ns: &str, name: &str, raw: &Value) -> Result<(), StoreError> {
+        let hpa: tidal_api::k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler =
+            serde_json::from_value(raw.clone()).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let spec = match Spec::from_hpa(&hpa) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(hpa = key, error = %e, "Cannot autoscale");
+                return Ok(());
+            }
+        };
+        let target = hpa
+            .spec
+            .as_ref()
+            .map(|s| s.scale_target_ref.name.clone())
+            .unwrap_or_default();
+        let deployment = match self.store.get(DEPLOYMENT, Some(ns), &target) {
+            Ok(d) => d,
+            Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let current = deployment
+            .pointer("/spec/replicas")
+            .and_then(Value::as_u64)
+            .unwrap_or(1) as u32;
+        let now = self.now();
+        let tracked = self
+            .tracked
+            .entry(key.to_string())
+            .or_insert_with(|| Tracked {
+                state: State::new(current, now),
+                last_poll: None,
+            });
+        if tracked
+            .last_poll
+            .is_some_and(|t| t.elapsed() < EMBEDDED_POLL_INTERVAL)
+        {
+            return Ok(());
+        }
+        tracked.last_poll = Some(Instant::now());
+        tracked.state.current_replicas = current;
+        let observations = self.observe(ns, &deployment, &spec);
+        let tracked = self.tracked.get_mut(key).expect("tracked above");
+        let decision = decide(&spec, &observations, &tracked.state, now);
+        tracked.state = decision.state.clone();
+        if decision.is_rescale() {
+            let desired = decision.desired_replicas;
+            self.store.modify(
+                DEPLOYMENT,
+                Some(ns),
+                &target,
+                None,
+                UpdateScope::Main,
+                |cur| {
+                    let mut next = cur.clone();
+                    next["spec"]["replicas"] = json!(desired);
+                    Ok::<_, StoreError>(next)
+                },
+            )?;
+            tracing::info!(
+                hpa = key,
+                from = decision.previous_replicas,
+                to = desired,
+                reason = decision.reason,
+                "Scaled"
+            );
+            crate::events::record(
+                &self.store,
+                raw,
+                "Normal",
+                "SuccessfulRescale",
+                &decision.reason,
+                "horizontal-pod-autoscaler",
+            );
+        }
+        let metrics: Vec<Value> = decision
+            .metrics
+            .iter()
+            .filter_map(|m| {
+                let c = m.current.as_ref()?;
+                let resource = m.name.split(':').next().unwrap_or(&m.name);
+                let mut current = json!({});
+                if let Some(u) = c.average_utilization {
+                    current["averageUtilization"] = json!(u);
+                }
+                if let Some(a) = c.average_value {
+                    current["averageValue"] = json!(format!("{a}m"));
+                }
+                Some(
+                    json!({"type": "Resource", "resource": {"name": resource, "current": current}}),
+                )
+            })
+            .collect();
+        let (desired, condition, reason) = (
+            decision.desired_replicas,
+            decision.condition.as_str(),
+            decision.reason.clone(),
+        );
+        self.store.modify(HPA, Some(ns), name, None, UpdateScope::Status, |cur| {
+            let mut next = cur.clone();
+            next["status"] = json!({
+                "currentReplicas": current,
+                "desiredReplicas": desired,
+                "currentMetrics": metrics,
+                "conditions": [
+                    {"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale"},
+                    {"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound"},
+                    {"type": "ScalingLimited", "status": if condition == "TooManyReplicas" || condition == "TooFewReplicas" { "True" } else { "False" }, "reason": condition, "message": reason},
+                ],
+            });
             Ok::<_, StoreError>(next)
         })?;
         Ok(())

@@ -387,3 +387,61 @@ async fn discovery_lists_the_kinds() {
             .any(|g| g["name"] == "serving.kserve.io")
     );
 }
+
+#[tokio::test]
+async fn the_autoscaler_scales_deployments_of_plain_hpas_into_bounds() {
+    let (store, app) = setup();
+    let d = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}}, "template": {}}});
+    call(
+        &app,
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        Some(d),
+        "application/json",
+    )
+    .await;
+    let hpa = json!({"metadata": {"name": "web"}, "spec": {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+        "minReplicas": 2, "maxReplicas": 4,
+        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]}});
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers",
+        Some(hpa),
+        "application/json",
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let mut autoscaler = tidal_control::autoscaling::Autoscaler::new(store.clone());
+    autoscaler.poll_once();
+    let (_, d) = call(
+        &app,
+        "GET",
+        "/apis/apps/v1/namespaces/default/deployments/web",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(
+        d["spec"]["replicas"], 2,
+        "below minReplicas is raised to it"
+    );
+    let (_, hpa) = call(
+        &app,
+        "GET",
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/web",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(hpa["status"]["desiredReplicas"], 2);
+    let (_, events) = call(&app, "GET", "/api/v1/namespaces/default/events", None, "").await;
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"SuccessfulRescale"), "{reasons:?}");
+}

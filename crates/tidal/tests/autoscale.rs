@@ -130,7 +130,11 @@ fn cpu_load_through_the_gateway_scales_out_and_back() {
     .trim_start_matches("http://")
     .to_string();
 
-    let body = r#"{"inputs":[{"name":"input-0","shape":[1,4],"datatype":"FP32","data":[[6.8,2.8,4.8,1.4]]}]}"#;
+    // 64 rows per request, so the replica (not the gateway or hey) does most of the work.
+    let rows = vec!["[6.8,2.8,4.8,1.4]"; 64].join(",");
+    let body = format!(
+        r#"{{"inputs":[{{"name":"input-0","shape":[64,4],"datatype":"FP32","data":[{rows}]}}]}}"#
+    );
     let hey = Command::new("hey")
         .args([
             "-z",
@@ -142,7 +146,7 @@ fn cpu_load_through_the_gateway_scales_out_and_back() {
             "-T",
             "application/json",
             "-d",
-            body,
+            &body,
             "-host",
             &host,
         ])
