@@ -19,6 +19,25 @@ pub const LABEL_COMPONENT: &str = "component";
 /// Label selecting a component's pods: `isvc.{component name}`.
 pub const LABEL_APP: &str = "app";
 
+/// KEDA ScaledObject fields KServe's InferenceService has no place for, settable as annotations
+/// (on the InferenceService or the component) and copied into the rendered ScaledObject:
+/// `pollingInterval`, `cooldownPeriod`, `initialCooldownPeriod`, `idleReplicaCount`, and
+/// `fallback` (`failureThreshold` and `replicas`, both needed).
+pub const KEDA_KNOBS: &[(&str, &str)] = &[
+    ("tidal.dev/keda-polling-interval", "pollingInterval"),
+    ("tidal.dev/keda-cooldown-period", "cooldownPeriod"),
+    (
+        "tidal.dev/keda-initial-cooldown-period",
+        "initialCooldownPeriod",
+    ),
+    ("tidal.dev/keda-idle-replica-count", "idleReplicaCount"),
+    (
+        "tidal.dev/keda-fallback-failure-threshold",
+        "fallback.failureThreshold",
+    ),
+    ("tidal.dev/keda-fallback-replicas", "fallback.replicas"),
+];
+
 /// ISVC annotations never copied onto child objects.
 pub const DISALLOWED_ON_CHILDREN: &[&str] = &[
     "autoscaling.knative.dev/min-scale",

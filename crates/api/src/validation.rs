@@ -201,6 +201,38 @@ impl Validator {
             ));
         }
         let annotations = isvc.metadata.annotations.clone().unwrap_or_default();
+        for (key, field) in annotations::KEDA_KNOBS {
+            if let Some(v) = annotations.get(*key) {
+                let min = if *field == "pollingInterval" || field.starts_with("fallback.failure") {
+                    1
+                } else {
+                    0
+                };
+                if !v.trim().parse::<i32>().is_ok_and(|n| n >= min) {
+                    self.error(FieldError::invalid(
+                        meta.child("annotations").key(key),
+                        v,
+                        format!(
+                            "sets the ScaledObject's {field}: must be an integer of at least {min}"
+                        ),
+                    ));
+                }
+            }
+        }
+        let has = |k: &str| annotations.contains_key(k);
+        if has("tidal.dev/keda-fallback-failure-threshold")
+            != has("tidal.dev/keda-fallback-replicas")
+        {
+            self.error(FieldError::required(
+                meta.child("annotations")
+                    .key(if has("tidal.dev/keda-fallback-replicas") {
+                        "tidal.dev/keda-fallback-failure-threshold"
+                    } else {
+                        "tidal.dev/keda-fallback-replicas"
+                    }),
+                "a KEDA fallback needs both failureThreshold and replicas",
+            ));
+        }
         if let Some(mode) = annotations.get(annotations::DEPLOYMENT_MODE) {
             let path = meta.child("annotations").key(annotations::DEPLOYMENT_MODE);
             match DeploymentMode::parse(mode) {

@@ -509,3 +509,11 @@ fn decoding_errors_name_the_field() {
         assert!(err.contains(want), "{err}\n  should contain\n{want}");
     }
 }
+
+golden!(
+    keda_knob_annotations_must_be_integers,
+    "serving.kserve.io/autoscalerClass: keda\ntidal.dev/keda-cooldown-period: soon\ntidal.dev/keda-polling-interval: '0'\ntidal.dev/keda-fallback-replicas: '2'",
+    keda(
+        "- type: Resource\n  resource: {name: cpu, target: {type: Utilization, averageUtilization: 50}}"
+    )
+);

@@ -85,10 +85,29 @@ pub fn scaled_object(
                 ..Default::default()
             }),
             triggers,
-            ..Default::default()
+            polling_interval: knob(c, "tidal.dev/keda-polling-interval"),
+            cooldown_period: knob(c, "tidal.dev/keda-cooldown-period"),
+            initial_cooldown_period: knob(c, "tidal.dev/keda-initial-cooldown-period"),
+            idle_replica_count: knob(c, "tidal.dev/keda-idle-replica-count"),
+            fallback: match (
+                knob(c, "tidal.dev/keda-fallback-failure-threshold"),
+                knob(c, "tidal.dev/keda-fallback-replicas"),
+            ) {
+                (Some(failure_threshold), Some(replicas)) => Some(tidal_api::keda::Fallback {
+                    failure_threshold,
+                    replicas,
+                    behavior: None,
+                }),
+                _ => None,
+            },
         },
         status: None,
     }
+}
+
+/// A KEDA field set by annotation (see `tidal_api::annotations::KEDA_KNOBS`).
+fn knob(c: &Component, key: &str) -> Option<i32> {
+    c.meta.annotations.as_ref()?.get(key)?.trim().parse().ok()
 }
 
 /// The HPA behaviour KEDA is given: the stabilization windows from `autoScaling.behavior`, else

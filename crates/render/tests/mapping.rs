@@ -499,3 +499,14 @@ fn status_urls() {
         Some("http://test-predictor-test-namespace.example.com")
     );
 }
+
+#[test]
+fn keda_knobs_from_annotations() {
+    let d = render_default(&isvc(&with_annotations(
+        "serving.kserve.io/autoscalerClass: keda\ntidal.dev/keda-polling-interval: '5'\ntidal.dev/keda-cooldown-period: '60'\ntidal.dev/keda-idle-replica-count: '0'\ntidal.dev/keda-fallback-failure-threshold: '3'\ntidal.dev/keda-fallback-replicas: '2'",
+        &metrics(
+            "- type: External\n  external: {metric: {query: up, serverAddress: 'http://p:9090'}, target: {type: Value, value: '1'}}",
+        ),
+    )));
+    insta::assert_snapshot!(yaml(&scaled_object(&d).spec));
+}
