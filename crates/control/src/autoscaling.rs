@@ -117,65 +117,11 @@ impl Autoscaler {
             EMBEDDED_POLL_INTERVAL
         };
         let target = so.spec.scale_target_ref.name.clone();
-        let deployment = match self.store.get(DEPLOYMENT, Some(ns), &target) {
-            Ok(d) => d,
-            Err(StoreError::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let current = deployment
-            .pointer("/spec/replicas")
-            .and_then(Value::as_u64)
-            .unwrap_or(1) as u32;
-        let now = self.now();
-        let tracked = self
-            .tracked
-            .entry(key.to_string())
-            .or_insert_with(|| Tracked {
-                state: State::new(current, now),
-                last_poll: None,
-            });
-        if tracked.last_poll.is_some_and(|t| t.elapsed() < interval) {
+        let Some((decision, current)) =
+            self.decide_and_scale(key, ns, raw, &spec, &target, interval, "keda-operator")?
+        else {
             return Ok(());
-        }
-        tracked.last_poll = Some(Instant::now());
-        // Someone else (a user, `kubectl scale`) may have changed the count.
-        tracked.state.current_replicas = current;
-
-        let observations = self.observe(ns, &deployment, &spec);
-        let tracked = self.tracked.get_mut(key).expect("tracked above");
-        let decision = decide(&spec, &observations, &tracked.state, now);
-        tracked.state = decision.state.clone();
-
-        if decision.is_rescale() {
-            let desired = decision.desired_replicas;
-            self.store.modify(
-                DEPLOYMENT,
-                Some(ns),
-                &target,
-                None,
-                UpdateScope::Main,
-                |cur| {
-                    let mut next = cur.clone();
-                    next["spec"]["replicas"] = json!(desired);
-                    Ok::<_, StoreError>(next)
-                },
-            )?;
-            tracing::info!(
-                scaledobject = key,
-                from = decision.previous_replicas,
-                to = desired,
-                reason = decision.reason,
-                "Scaled"
-            );
-            crate::events::record(
-                &self.store,
-                raw,
-                "Normal",
-                "SuccessfulRescale",
-                &decision.reason,
-                "keda-operator",
-            );
-        }
+        };
 
         let metrics: Vec<Value> = decision
             .metrics
@@ -226,7 +172,7 @@ impl Autoscaler {
             json!({"type": "Paused", "status": "Unknown"})
         };
         let last_active = decision.state.last_active.map(|t| {
-            let ago = now.saturating_since(t);
+            let ago = self.now().saturating_since(t);
             tidal_store::time::rfc3339(SystemTime::now() - ago)
         });
         let desired = decision.desired_replicas;
@@ -272,65 +218,18 @@ impl Autoscaler {
             .as_ref()
             .map(|s| s.scale_target_ref.name.clone())
             .unwrap_or_default();
-        let deployment = match self.store.get(DEPLOYMENT, Some(ns), &target) {
-            Ok(d) => d,
-            Err(StoreError::NotFound { .. }) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        let current = deployment
-            .pointer("/spec/replicas")
-            .and_then(Value::as_u64)
-            .unwrap_or(1) as u32;
-        let now = self.now();
-        let tracked = self
-            .tracked
-            .entry(key.to_string())
-            .or_insert_with(|| Tracked {
-                state: State::new(current, now),
-                last_poll: None,
-            });
-        if tracked
-            .last_poll
-            .is_some_and(|t| t.elapsed() < EMBEDDED_POLL_INTERVAL)
-        {
+        let Some((decision, current)) = self.decide_and_scale(
+            key,
+            ns,
+            raw,
+            &spec,
+            &target,
+            EMBEDDED_POLL_INTERVAL,
+            "horizontal-pod-autoscaler",
+        )?
+        else {
             return Ok(());
-        }
-        tracked.last_poll = Some(Instant::now());
-        tracked.state.current_replicas = current;
-        let observations = self.observe(ns, &deployment, &spec);
-        let tracked = self.tracked.get_mut(key).expect("tracked above");
-        let decision = decide(&spec, &observations, &tracked.state, now);
-        tracked.state = decision.state.clone();
-        if decision.is_rescale() {
-            let desired = decision.desired_replicas;
-            self.store.modify(
-                DEPLOYMENT,
-                Some(ns),
-                &target,
-                None,
-                UpdateScope::Main,
-                |cur| {
-                    let mut next = cur.clone();
-                    next["spec"]["replicas"] = json!(desired);
-                    Ok::<_, StoreError>(next)
-                },
-            )?;
-            tracing::info!(
-                hpa = key,
-                from = decision.previous_replicas,
-                to = desired,
-                reason = decision.reason,
-                "Scaled"
-            );
-            crate::events::record(
-                &self.store,
-                raw,
-                "Normal",
-                "SuccessfulRescale",
-                &decision.reason,
-                "horizontal-pod-autoscaler",
-            );
-        }
+        };
         let metrics: Vec<Value> = decision
             .metrics
             .iter()
@@ -369,6 +268,80 @@ impl Autoscaler {
             Ok::<_, StoreError>(next)
         })?;
         Ok(())
+    }
+
+    /// When `key`'s poll is due: measure the target's replicas, decide, scale the Deployment and
+    /// record the rescale Event on `raw` (the ScaledObject or HPA). Returns the decision and the
+    /// replica count it started from; `None` when not due or the target does not exist yet.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_and_scale(
+        &mut self,
+        key: &str,
+        ns: &str,
+        raw: &Value,
+        spec: &Spec,
+        target: &str,
+        interval: Duration,
+        component: &str,
+    ) -> Result<Option<(tidal_autoscaler::Decision, u32)>, StoreError> {
+        let deployment = match self.store.get(DEPLOYMENT, Some(ns), target) {
+            Ok(d) => d,
+            Err(StoreError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let current = deployment
+            .pointer("/spec/replicas")
+            .and_then(Value::as_u64)
+            .unwrap_or(1) as u32;
+        let now = self.now();
+        let tracked = self
+            .tracked
+            .entry(key.to_string())
+            .or_insert_with(|| Tracked {
+                state: State::new(current, now),
+                last_poll: None,
+            });
+        if tracked.last_poll.is_some_and(|t| t.elapsed() < interval) {
+            return Ok(None);
+        }
+        tracked.last_poll = Some(Instant::now());
+        // Someone else (a user, `kubectl scale`) may have changed the count.
+        tracked.state.current_replicas = current;
+        let observations = self.observe(ns, &deployment, spec);
+        let tracked = self.tracked.get_mut(key).expect("tracked above");
+        let decision = decide(spec, &observations, &tracked.state, now);
+        tracked.state = decision.state.clone();
+        if decision.is_rescale() {
+            let desired = decision.desired_replicas;
+            self.store.modify(
+                DEPLOYMENT,
+                Some(ns),
+                target,
+                None,
+                UpdateScope::Main,
+                |cur| {
+                    let mut next = cur.clone();
+                    next["spec"]["replicas"] = json!(desired);
+                    Ok::<_, StoreError>(next)
+                },
+            )?;
+            tracing::info!(
+                object = key,
+                from = decision.previous_replicas,
+                to = desired,
+                reason = decision.reason,
+                "Scaled"
+            );
+            crate::events::record(
+                &self.store,
+                raw,
+                "Normal",
+                "SuccessfulRescale",
+                &decision.reason,
+                component,
+            );
+        }
+        Ok(Some((decision, current)))
     }
 
     fn set_ready_false(&self, ns: &str, name: &str, message: &str) -> Result<(), StoreError> {

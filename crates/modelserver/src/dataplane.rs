@@ -27,6 +27,18 @@ pub enum DataPlaneError {
     Internal(String),
 }
 
+impl DataPlaneError {
+    /// The HTTP status every REST protocol answers this error with.
+    pub fn status(&self) -> u16 {
+        match self {
+            DataPlaneError::ModelNotFound(_) => 404,
+            DataPlaneError::ModelNotReady(_) => 503,
+            DataPlaneError::InvalidInput(_) => 400,
+            DataPlaneError::Internal(_) => 500,
+        }
+    }
+}
+
 impl From<ModelError> for DataPlaneError {
     fn from(e: ModelError) -> Self {
         match e {

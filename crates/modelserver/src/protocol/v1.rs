@@ -28,12 +28,7 @@ pub struct V1Error(pub StatusCode, pub String);
 
 impl From<DataPlaneError> for V1Error {
     fn from(e: DataPlaneError) -> Self {
-        let status = match &e {
-            DataPlaneError::ModelNotFound(_) => StatusCode::NOT_FOUND,
-            DataPlaneError::ModelNotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
-            DataPlaneError::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            DataPlaneError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         V1Error(status, e.to_string())
     }
 }

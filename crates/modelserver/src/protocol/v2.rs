@@ -51,12 +51,7 @@ pub struct V2Error(pub StatusCode, pub String);
 
 impl From<DataPlaneError> for V2Error {
     fn from(e: DataPlaneError) -> Self {
-        let status = match &e {
-            DataPlaneError::ModelNotFound(_) => StatusCode::NOT_FOUND,
-            DataPlaneError::ModelNotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
-            DataPlaneError::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            DataPlaneError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         V2Error(status, e.to_string())
     }
 }
