@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -45,21 +45,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
             let text = st.gateway.as_ref().map(|g| g.metrics_text()).unwrap_or_default();
             ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
         }))
-        .route("/api/v1/{plural}", get(core_all))
-        .route("/api/v1/namespaces/{ns}/{plural}", get(core_collection).post(core_collection))
-        .route(
-            "/api/v1/namespaces/{ns}/{plural}/{name}",
-            get(core_object).put(core_object).patch(core_object).delete(core_object),
-        )
-        .route("/api/v1/namespaces/{ns}/{plural}/{name}/{sub}", get(core_sub).put(core_sub).patch(core_sub))
-        .route("/apis/{group}/{version}/{plural}", get(group_all))
-        .route("/apis/{group}/{version}/{plural}/{name}", get(cluster_object).put(cluster_object).patch(cluster_object).delete(cluster_object))
-        .route("/apis/{group}/{version}/namespaces/{ns}/{plural}", get(group_collection).post(group_collection))
-        .route(
-            "/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}",
-            get(group_object).put(group_object).patch(group_object).delete(group_object),
-        )
-        .route("/apis/{group}/{version}/namespaces/{ns}/{plural}/{name}/{sub}", get(group_sub).put(group_sub).patch(group_sub))
+        .route("/api/v1/{*rest}", any(core_path))
+        .route("/apis/{group}/{version}/{*rest}", any(group_path))
         .with_state(state)
 }
 
@@ -148,212 +135,75 @@ fn resolve(group: &str, version: &str, plural: &str) -> Result<Resource, ApiErro
 
 type S = State<Arc<ApiState>>;
 
-async fn core_all(
+async fn core_path(
     s: S,
-    Path(plural): Path<String>,
+    Path(rest): Path<String>,
     q: Query<ListParams>,
     m: Method,
     h: HeaderMap,
     b: Bytes,
 ) -> Response {
-    dispatch(s, ("", "v1", None, plural, None, None), q, m, h, b).await
-}
-async fn core_collection(
-    s: S,
-    Path((ns, plural)): Path<(String, String)>,
-    q: Query<ListParams>,
-    m: Method,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    dispatch(s, ("", "v1", Some(ns), plural, None, None), q, m, h, b).await
-}
-async fn core_object(
-    s: S,
-    Path((ns, plural, name)): Path<(String, String, String)>,
-    q: Query<ListParams>,
-    m: Method,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    dispatch(
-        s,
-        ("", "v1", Some(ns), plural, Some(name), None),
-        q,
-        m,
-        h,
-        b,
-    )
-    .await
-}
-async fn core_sub(
-    s: S,
-    Path((ns, plural, name, sub)): Path<(String, String, String, String)>,
-    q: Query<ListParams>,
-    m: Method,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    dispatch(
-        s,
-        ("", "v1", Some(ns), plural, Some(name), Some(sub)),
-        q,
-        m,
-        h,
-        b,
-    )
-    .await
-}
-async fn group_all(
-    s: S,
-    Path((g, v, plural)): Path<(String, String, String)>,
-    q: Query<ListParams>,
-    m: Method,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    let g: &'static str = leak_group(&g);
-    let v: &'static str = leak_group(&v);
-    dispatch(s, (g, v, None, plural, None, None), q, m, h, b).await
-}
-async fn cluster_object(
-    s: S,
-    Path((g, v, plural, name)): Path<(String, String, String, String)>,
-    q: Query<ListParams>,
-    m: Method,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    dispatch(
-        s,
-        (
-            leak_group(&g),
-            leak_group(&v),
-            None,
-            plural,
-            Some(name),
-            None,
-        ),
-        q,
-        m,
-        h,
-        b,
-    )
-    .await
-}
-async fn group_collection(
-    s: S,
-    Path((g, v, ns, plural)): Path<(String, String, String, String)>,
-    q: Query<ListParams>,
-    m: Method,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    dispatch(
-        s,
-        (leak_group(&g), leak_group(&v), Some(ns), plural, None, None),
-        q,
-        m,
-        h,
-        b,
-    )
-    .await
-}
-async fn group_object(
-    s: S,
-    Path((g, v, ns, plural, name)): Path<(String, String, String, String, String)>,
-    q: Query<ListParams>,
-    m: Method,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    dispatch(
-        s,
-        (
-            leak_group(&g),
-            leak_group(&v),
-            Some(ns),
-            plural,
-            Some(name),
-            None,
-        ),
-        q,
-        m,
-        h,
-        b,
-    )
-    .await
-}
-async fn group_sub(
-    s: S,
-    Path((g, v, ns, plural, name, sub)): Path<(String, String, String, String, String, String)>,
-    q: Query<ListParams>,
-    m: Method,
-    h: HeaderMap,
-    b: Bytes,
-) -> Response {
-    dispatch(
-        s,
-        (
-            leak_group(&g),
-            leak_group(&v),
-            Some(ns),
-            plural,
-            Some(name),
-            Some(sub),
-        ),
-        q,
-        m,
-        h,
-        b,
-    )
-    .await
+    dispatch(s, "", "v1", &rest, q, m, h, b).await
 }
 
-/// Maps a path group/version to the static string of a known kind (unknown ones fall through to
-/// a 404 in `resolve`).
-fn leak_group(s: &str) -> &'static str {
-    resource::ALL
-        .iter()
-        .flat_map(|r| [r.group, r.version])
-        .find(|x| *x == s)
-        .unwrap_or("\u{0}unknown")
+async fn group_path(
+    s: S,
+    Path((group, version, rest)): Path<(String, String, String)>,
+    q: Query<ListParams>,
+    m: Method,
+    h: HeaderMap,
+    b: Bytes,
+) -> Response {
+    dispatch(s, &group, &version, &rest, q, m, h, b).await
 }
 
-type Parts = (
-    &'static str,
-    &'static str,
-    Option<String>,
-    String,
-    Option<String>,
-    Option<String>,
-);
+/// Parses what follows `/api/v1/` or `/apis/{group}/{version}/`:
+/// `{plural}[/{name}]` (all namespaces, or cluster-scoped) or
+/// `namespaces/{ns}/{plural}[/{name}[/{sub}]]`.
+fn parse_target(group: &str, version: &str, rest: &str) -> Result<Target, ApiError> {
+    let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+    let (ns, tail) = match parts.as_slice() {
+        ["namespaces", ns, tail @ ..] if !tail.is_empty() => (Some(ns.to_string()), tail),
+        tail => (None, tail),
+    };
+    let (plural, name, sub) = match tail {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some(name.to_string()), None),
+        [plural, name, sub] if ns.is_some() => {
+            (*plural, Some(name.to_string()), Some(sub.to_string()))
+        }
+        _ => return Err(ApiError::no_such_resource(rest)),
+    };
+    let r = resolve(group, version, plural)?;
+    if !r.namespaced && ns.is_some() {
+        return Err(ApiError::no_such_resource(&format!(
+            "{} is cluster-scoped",
+            r.plural
+        )));
+    }
+    Ok(Target {
+        r,
+        namespace: if r.namespaced { ns } else { None },
+        name,
+        sub,
+    })
+}
 
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     State(st): S,
-    (g, v, ns, plural, name, sub): Parts,
+    group: &str,
+    version: &str,
+    rest: &str,
     Query(q): Query<ListParams>,
     method: Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let result = async {
-        let r = resolve(g, v, &plural)?;
-        if !r.namespaced && ns.is_some() {
-            return Err(ApiError::no_such_resource(&format!(
-                "{} is cluster-scoped",
-                r.plural
-            )));
-        }
-        let t = Target {
-            r,
-            namespace: if r.namespaced { ns } else { None },
-            name,
-            sub,
-        };
-        handle(&st, t, &q, &method, &headers, &body).await
-    }
-    .await;
+    let result = match parse_target(group, version, rest) {
+        Ok(t) => handle(&st, t, &q, &method, &headers, &body).await,
+        Err(e) => Err(e),
+    };
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
