@@ -32,7 +32,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, model_dir, name="model", env=None):
+    def __init__(self, model_dir, name="model", env=None, ready_timeout=30):
         self.port = free_port()
         self.name = name
         self.proc = subprocess.Popen(
@@ -40,7 +40,7 @@ class Server:
             env={**os.environ, **(env or {})},
             stderr=subprocess.PIPE,
         )
-        deadline = time.time() + 30
+        deadline = time.time() + ready_timeout
         while time.time() < deadline:
             try:
                 with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:

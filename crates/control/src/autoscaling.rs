@@ -2,16 +2,21 @@
 //! [`tidal_autoscaler::decide`], scale the Deployment, and write status and Events.
 //!
 //! Resource triggers are measured from the replica processes themselves: CPU as the change in
-//! `utime + stime` from `/proc/{pid}/stat` over the poll interval (USER_HZ = 100), memory as the
+//! `utime + stime` from `/proc/{pid}/stat` over the last [`CPU_WINDOW`] (USER_HZ = 100), memory as the
 //! resident set from `/proc/{pid}/statm`, each against the container's request (CPU Utilization
 //! is usage ÷ `requests.cpu`, as the HPA computes it). External triggers (prometheus, graphite)
 //! are queried by the metrics pipeline; until a trigger can be read it counts as failing, which
 //! blocks scale-down and, past `fallback.failureThreshold`, uses the fallback.
 //!
-//! Embedded mode polls every second unless the ScaledObject sets `pollingInterval` (KEDA's
-//! default is 30 s); every other knob keeps its KEDA/HPA meaning.
+//! Cadence: upstream, KEDA's `pollingInterval` (default 30 s) is how often KEDA queries a
+//! trigger's source, while cpu and memory go through the HPA, which reads metrics-server every
+//! sync period (15 s). Embedded mode keeps that split at local speed: ScaledObjects with an
+//! external trigger are polled every second unless `pollingInterval` is set, and objects with
+//! only cpu/memory are decided every [`RESOURCE_SYNC_PERIOD`] (the HPA sync period's analogue),
+//! so a load step is acted on within about half a second. Every other knob keeps its KEDA/HPA
+//! meaning; stabilization windows still govern how fast replicas go away.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,8 +31,15 @@ use tidal_store::{LabelSelector, Store, StoreError, UpdateScope};
 
 /// Linux's USER_HZ: clock ticks per second in `/proc/{pid}/stat`.
 const TICKS_PER_SECOND: f64 = 100.0;
-/// The embedded default poll interval.
+/// The embedded default poll interval for ScaledObjects with external triggers.
 pub const EMBEDDED_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// How often objects with only resource (cpu/memory) metrics are decided.
+pub const RESOURCE_SYNC_PERIOD: Duration = Duration::from_millis(250);
+/// How often the loop wakes to see what is due.
+const TICK: Duration = Duration::from_millis(125);
+/// CPU usage is the rate over about this much recent time: long enough to span a few clock
+/// ticks per core, short enough that a load step shows within one sync period or two.
+pub const CPU_WINDOW: Duration = Duration::from_millis(500);
 
 struct Tracked {
     state: State,
@@ -38,7 +50,8 @@ struct Tracked {
 pub struct Autoscaler {
     store: Arc<Store>,
     tracked: HashMap<String, Tracked>,
-    cpu: HashMap<u32, (u64, Instant)>,
+    /// Recent `(ticks, when)` samples per replica process, oldest first.
+    cpu: HashMap<u32, VecDeque<(u64, Instant)>>,
     epoch: Instant,
 }
 
@@ -55,7 +68,7 @@ impl Autoscaler {
 
     /// Polls until `stop`.
     pub async fn run(mut self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
@@ -111,7 +124,13 @@ impl Autoscaler {
                 return Ok(());
             }
         };
-        let interval = if so.spec.polling_interval.is_some() {
+        let resource_only = spec
+            .metrics
+            .iter()
+            .all(|m| matches!(m.source, MetricSource::Resource { .. }));
+        let interval = if resource_only {
+            RESOURCE_SYNC_PERIOD
+        } else if so.spec.polling_interval.is_some() {
             spec.polling_interval
         } else {
             EMBEDDED_POLL_INTERVAL
@@ -224,7 +243,7 @@ impl Autoscaler {
             raw,
             &spec,
             &target,
-            EMBEDDED_POLL_INTERVAL,
+            RESOURCE_SYNC_PERIOD,
             "horizontal-pod-autoscaler",
         )?
         else {
@@ -301,7 +320,11 @@ impl Autoscaler {
                 state: State::new(current, now),
                 last_poll: None,
             });
-        if tracked.last_poll.is_some_and(|t| t.elapsed() < interval) {
+        // Half a tick of slack, so timer jitter cannot push a poll to the tick after.
+        if tracked
+            .last_poll
+            .is_some_and(|t| t.elapsed() + TICK / 2 < interval)
+        {
             return Ok(None);
         }
         tracked.last_poll = Some(Instant::now());
@@ -426,7 +449,8 @@ impl Autoscaler {
         obs
     }
 
-    /// CPU used by `pid` since the last sample, in millicores (`None` on the first sample).
+    /// CPU used by `pid` over about the last [`CPU_WINDOW`], in millicores (`None` on the
+    /// first sample).
     fn cpu_millicores(&mut self, pid: u32) -> Option<i64> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         // Fields after the command name (which may contain spaces) start after the last ')'.
@@ -435,8 +459,16 @@ impl Autoscaler {
         let ticks: u64 =
             fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
         let now = Instant::now();
-        let previous = self.cpu.insert(pid, (ticks, now));
-        let (t0, i0) = previous?;
+        let samples = self.cpu.entry(pid).or_default();
+        samples.push_back((ticks, now));
+        // Keep the newest sample at least a window old as the baseline, and nothing older.
+        while samples
+            .get(1)
+            .is_some_and(|&(_, at)| now.duration_since(at) >= CPU_WINDOW)
+        {
+            samples.pop_front();
+        }
+        let &(t0, i0) = samples.front()?;
         let secs = now.duration_since(i0).as_secs_f64();
         if secs <= 0.0 {
             return None;

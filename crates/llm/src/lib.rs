@@ -1,5 +1,7 @@
 //! LLM inference for Tidal: OPT (`facebook/opt-*`) on [candle], matching
-//! Hugging Face transformers numerically.
+//! Hugging Face transformers numerically, and quantized Llama-family models
+//! from a single GGUF file ([`llama`], tokenizer and chat template from its
+//! metadata via [`gguf`]) that batch sequences at different positions.
 //!
 //! # Why a hand-written OPT
 //!
@@ -45,13 +47,26 @@
 //!
 //! [candle]: https://github.com/huggingface/candle
 
+pub mod chat;
+pub mod engine;
 pub mod error;
 pub mod generate;
+pub mod gguf;
+pub mod llama;
+pub mod lm;
 pub mod opt;
 pub mod tokenizer;
 
+pub use chat::{ChatMessage, ChatTemplate};
+pub use engine::{
+    Engine, EngineConfig, EngineObserver, EngineStats, Event, Finished, GenerateRequest,
+    TokenStream,
+};
 pub use error::{Error, Result};
 pub use generate::{FinishReason, Generation, Sampler, SamplingParams, generate};
+pub use gguf::GgufInfo;
+pub use llama::{LlamaCache, LlamaConfig, QuantizedLlama, WeightPrep};
+pub use lm::{CausalLm, SeqStep};
 pub use opt::{Cache, Opt, OptConfig};
 pub use tokenizer::Tokenizer;
 

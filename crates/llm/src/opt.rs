@@ -831,3 +831,67 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     files.sort();
     Ok(files)
 }
+
+/// Decode steps (one new token on a non-empty cache) run as one stacked
+/// batch; prompts run one by one, since stacking a prefill with decodes would
+/// pad every decode row to the prompt's length.
+impl crate::lm::CausalLm for Opt {
+    type Cache = Cache;
+
+    fn new_cache(&self) -> Cache {
+        Opt::new_cache(self)
+    }
+
+    fn cached_tokens(&self, cache: &Cache) -> usize {
+        cache.seq_len()
+    }
+
+    fn forward_batch(&self, steps: &mut [crate::lm::SeqStep<'_, Cache>]) -> Result<Vec<Vec<f32>>> {
+        let mut out: Vec<Option<Vec<f32>>> = vec![None; steps.len()];
+        let mut decodes = Vec::new();
+        for (i, step) in steps.iter_mut().enumerate() {
+            if step.tokens.is_empty() {
+                return Err(Error::InvalidInput(format!(
+                    "sequence {i} has no new tokens"
+                )));
+            }
+            if step.tokens.len() == 1 && !step.cache.is_empty() {
+                decodes.push(i);
+                continue;
+            }
+            let logits = self.forward_rows(
+                &[step.tokens.to_vec()],
+                &[vec![1; step.tokens.len()]],
+                step.cache,
+            )?;
+            out[i] = Some(logits.squeeze(0)?.to_vec1::<f32>()?);
+        }
+        if !decodes.is_empty() {
+            let caches: Vec<Cache> = decodes.iter().map(|&i| steps[i].cache.clone()).collect();
+            let mut stacked = Cache::stack(&caches)?;
+            let ids: Vec<Vec<u32>> = decodes.iter().map(|&i| steps[i].tokens.to_vec()).collect();
+            let ones = vec![vec![1u32]; decodes.len()];
+            let logits = self
+                .forward_rows(&ids, &ones, &mut stacked)?
+                .to_vec2::<f32>()?;
+            for ((&i, cache), row) in decodes.iter().zip(stacked.unstack()?).zip(logits) {
+                *steps[i].cache = cache;
+                out[i] = Some(row);
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    fn kv_bytes_per_token(&self) -> usize {
+        // Keys and values of every layer, float32.
+        2 * self.layers.len() * self.config.hidden_size * 4
+    }
+
+    fn max_context(&self) -> usize {
+        self.config.max_position_embeddings
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+}

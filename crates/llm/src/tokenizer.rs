@@ -1,4 +1,5 @@
-//! A thin wrapper around Hugging Face `tokenizers` for `tokenizer.json` files.
+//! A thin wrapper around Hugging Face `tokenizers`, loaded from a
+//! `tokenizer.json` file or built from GGUF metadata ([`crate::gguf`]).
 
 use std::path::Path;
 
@@ -26,6 +27,12 @@ impl Tokenizer {
         let inner = tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::Tokenizer(format!("cannot load {}: {e}", path.display())))?;
         Ok(Self { inner })
+    }
+
+    /// Wraps an already built `tokenizers::Tokenizer` (e.g. one assembled
+    /// from GGUF metadata).
+    pub fn from_tokenizers(inner: tokenizers::Tokenizer) -> Self {
+        Self { inner }
     }
 
     /// Loads `tokenizer.json` from a model directory.

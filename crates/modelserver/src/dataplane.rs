@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::generative::TextGenerator;
 use crate::metrics::Metrics;
 use crate::model::{InferRequest, Model, ModelError};
 use crate::tensor::Tensor;
@@ -66,6 +67,7 @@ pub struct DataPlane {
     /// Server version for `/v2`.
     pub server_version: String,
     models: BTreeMap<String, Arc<dyn Model>>,
+    generators: BTreeMap<String, Arc<TextGenerator>>,
     /// Request metrics.
     pub metrics: Metrics,
 }
@@ -73,6 +75,16 @@ pub struct DataPlane {
 impl DataPlane {
     /// A data plane serving `models`.
     pub fn new(models: Vec<Arc<dyn Model>>) -> Self {
+        Self::with_generators(models, vec![])
+    }
+
+    /// A data plane serving predictive `models` and generative models; the generative ones
+    /// also answer health and metadata like any model.
+    pub fn with_generators(
+        mut models: Vec<Arc<dyn Model>>,
+        generators: Vec<Arc<TextGenerator>>,
+    ) -> Self {
+        models.extend(generators.iter().map(|g| g.clone() as Arc<dyn Model>));
         let names: Vec<String> = models.iter().map(|m| m.name().to_string()).collect();
         DataPlane {
             server_name: "tidal".into(),
@@ -81,8 +93,34 @@ impl DataPlane {
                 .into_iter()
                 .map(|m| (m.name().to_string(), m))
                 .collect(),
+            generators: generators
+                .into_iter()
+                .map(|g| (g.name().to_string(), g))
+                .collect(),
             metrics: Metrics::new(&names),
         }
+    }
+
+    /// The generative model named `name`.
+    pub fn generator(&self, name: &str) -> Result<&Arc<TextGenerator>, DataPlaneError> {
+        self.generators
+            .get(name)
+            .ok_or_else(|| DataPlaneError::ModelNotFound(name.into()))
+    }
+
+    /// All generative models.
+    pub fn generators(&self) -> impl Iterator<Item = &Arc<TextGenerator>> {
+        self.generators.values()
+    }
+
+    /// The whole `/metrics` text: request metrics, then each generative model's `vllm:*`.
+    pub fn metrics_text(&self) -> String {
+        let mut out = self.metrics.encode_registry();
+        for g in self.generators.values() {
+            out.push_str(&g.metrics().encode());
+        }
+        out.push_str("# EOF\n");
+        out
     }
 
     /// The model named `name`.

@@ -3,6 +3,7 @@
 //! and graceful shutdown. Every embedded replica runs this.
 
 pub mod dataplane;
+pub mod generative;
 pub mod metrics;
 pub mod model;
 pub mod protocol;
@@ -34,7 +35,8 @@ pub fn app(dp: Arc<DataPlane>) -> Router {
         .route("/metrics", get(metrics))
         .with_state(dp.clone())
         .merge(protocol::v1::router(dp.clone()))
-        .merge(protocol::v2::router(dp))
+        .merge(protocol::v2::router(dp.clone()))
+        .merge(protocol::openai::router(dp))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
 }
 
@@ -44,7 +46,7 @@ async fn metrics(State(dp): State<Arc<DataPlane>>) -> impl IntoResponse {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        dp.metrics.encode(),
+        dp.metrics_text(),
     )
 }
 

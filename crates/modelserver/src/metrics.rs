@@ -133,6 +133,14 @@ impl Metrics {
         }
     }
 
+    /// The text exposition without the closing `# EOF`, so more registries can follow.
+    pub fn encode_registry(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+
     /// The text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -180,5 +188,216 @@ impl Drop for RequestTimer {
     fn drop(&mut self) {
         // The client went away before an answer: nginx's "client closed request".
         self.record(499);
+    }
+}
+
+/// Labels `model_name`, `finished_reason` (vLLM's `request_success_total`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FinishedLabels {
+    /// The model.
+    pub model_name: String,
+    /// `stop`, `length`, `abort` or `error`.
+    pub finished_reason: &'static str,
+}
+
+/// vLLM's metric names for generative models, so dashboards and KEDA queries written for
+/// vLLM (`vllm:num_requests_running`, `vllm:num_requests_waiting`, ...) work unchanged.
+/// Gauges are read from the engine at scrape time; the rest is fed by the engine as an
+/// [`tidal_llm::EngineObserver`].
+pub struct LlmMetrics {
+    registry: Registry,
+    labels: ModelLabels,
+    engine: tidal_llm::Engine,
+    running: Family<ModelLabels, Gauge>,
+    waiting: Family<ModelLabels, Gauge>,
+    kv_usage: Family<ModelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    observer: Arc<LlmObserver>,
+}
+
+/// The engine-fed half of [`LlmMetrics`].
+pub struct LlmObserver {
+    labels: ModelLabels,
+    ttft: Family<ModelLabels, Histogram>,
+    inter_token: Family<ModelLabels, Histogram>,
+    e2e: Family<ModelLabels, Histogram>,
+    prompt_tokens: Family<ModelLabels, Counter>,
+    generation_tokens: Family<ModelLabels, Counter>,
+    success: Family<FinishedLabels, Counter>,
+}
+
+fn ttft_histogram() -> Histogram {
+    Histogram::new(TTFT_BUCKETS.iter().copied())
+}
+
+fn inter_token_histogram() -> Histogram {
+    Histogram::new(INTER_TOKEN_BUCKETS.iter().copied())
+}
+
+fn e2e_histogram() -> Histogram {
+    Histogram::new(E2E_BUCKETS.iter().copied())
+}
+
+/// vLLM's bucket boundaries, so histogram_quantile over Tidal and vLLM agree.
+const TTFT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+    20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+];
+const INTER_TOKEN_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+    40.0, 80.0,
+];
+const E2E_BUCKETS: &[f64] = &[
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
+    480.0, 960.0, 1920.0, 7680.0,
+];
+
+impl LlmMetrics {
+    /// Metrics for `model_name` served by `engine`; pass [`LlmMetrics::observer`] to the engine.
+    pub fn new(model_name: &str, engine: tidal_llm::Engine, observer: Arc<LlmObserver>) -> Self {
+        let mut registry = Registry::default();
+        let labels = ModelLabels {
+            model_name: model_name.to_string(),
+        };
+        let running = Family::<ModelLabels, Gauge>::default();
+        let waiting = Family::<ModelLabels, Gauge>::default();
+        let kv_usage = Family::<ModelLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "vllm:num_requests_running",
+            "Number of requests in model execution batches",
+            running.clone(),
+        );
+        registry.register(
+            "vllm:num_requests_waiting",
+            "Number of requests waiting to be processed",
+            waiting.clone(),
+        );
+        registry.register(
+            "vllm:kv_cache_usage_perc",
+            "KV-cache usage. 1 means 100 percent usage",
+            kv_usage.clone(),
+        );
+        let o = &observer;
+        registry.register(
+            "vllm:time_to_first_token_seconds",
+            "Histogram of time to first token in seconds",
+            o.ttft.clone(),
+        );
+        registry.register(
+            "vllm:inter_token_latency_seconds",
+            "Histogram of inter-token latency in seconds",
+            o.inter_token.clone(),
+        );
+        registry.register(
+            "vllm:e2e_request_latency_seconds",
+            "Histogram of e2e request latency in seconds",
+            o.e2e.clone(),
+        );
+        registry.register(
+            "vllm:prompt_tokens",
+            "Number of prefill tokens processed",
+            o.prompt_tokens.clone(),
+        );
+        registry.register(
+            "vllm:generation_tokens",
+            "Number of generation tokens processed",
+            o.generation_tokens.clone(),
+        );
+        registry.register(
+            "vllm:request_success",
+            "Count of successfully processed requests",
+            o.success.clone(),
+        );
+        // Every series exists from the start, so `rate()` and KEDA see zeros, not nothing.
+        for reason in ["stop", "length", "abort"] {
+            let _ = o.success.get_or_create(&FinishedLabels {
+                model_name: model_name.to_string(),
+                finished_reason: reason,
+            });
+        }
+        let _ = o.ttft.get_or_create(&labels);
+        let _ = o.inter_token.get_or_create(&labels);
+        let _ = o.e2e.get_or_create(&labels);
+        let _ = o.prompt_tokens.get_or_create(&labels);
+        let _ = o.generation_tokens.get_or_create(&labels);
+        LlmMetrics {
+            registry,
+            labels,
+            engine,
+            running,
+            waiting,
+            kv_usage,
+            observer,
+        }
+    }
+
+    /// The engine-fed part, to hand to the engine.
+    pub fn observer(&self) -> Arc<LlmObserver> {
+        self.observer.clone()
+    }
+
+    /// The text exposition, with gauges read from the engine now.
+    pub fn encode(&self) -> String {
+        let stats = self.engine.stats();
+        self.running
+            .get_or_create(&self.labels)
+            .set(stats.running as i64);
+        self.waiting
+            .get_or_create(&self.labels)
+            .set(stats.waiting as i64);
+        self.kv_usage
+            .get_or_create(&self.labels)
+            .set(stats.kv_cache_usage);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode_registry(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl LlmObserver {
+    /// An observer for `model_name`.
+    pub fn new(model_name: &str) -> Self {
+        LlmObserver {
+            labels: ModelLabels {
+                model_name: model_name.to_string(),
+            },
+            ttft: Family::new_with_constructor(ttft_histogram),
+            inter_token: Family::new_with_constructor(inter_token_histogram),
+            e2e: Family::new_with_constructor(e2e_histogram),
+            prompt_tokens: Family::default(),
+            generation_tokens: Family::default(),
+            success: Family::default(),
+        }
+    }
+}
+
+impl tidal_llm::EngineObserver for LlmObserver {
+    fn prompt_tokens(&self, count: usize) {
+        self.prompt_tokens
+            .get_or_create(&self.labels)
+            .inc_by(count as u64);
+    }
+
+    fn token(&self, first: bool, since_previous: Duration) {
+        self.generation_tokens.get_or_create(&self.labels).inc();
+        let histogram = if first { &self.ttft } else { &self.inter_token };
+        histogram
+            .get_or_create(&self.labels)
+            .observe(since_previous.as_secs_f64());
+    }
+
+    fn finished(&self, reason: &'static str, elapsed: Duration) {
+        if reason == "error" {
+            return;
+        }
+        self.success
+            .get_or_create(&FinishedLabels {
+                model_name: self.labels.model_name.clone(),
+                finished_reason: reason,
+            })
+            .inc();
+        self.e2e
+            .get_or_create(&self.labels)
+            .observe(elapsed.as_secs_f64());
     }
 }

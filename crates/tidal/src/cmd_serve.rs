@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tidal_modelserver::dataplane::DataPlane;
 use tidal_modelserver::model::Model;
+use tidal_modelserver::runtimes::huggingface;
 use tidal_modelserver::runtimes::sklearn::SklearnModel;
 
 /// Flags of `tidal serve`.
@@ -37,6 +38,27 @@ pub struct ServeArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// A Hugging Face repo id (`facebook/opt-125m`), resolved from the local hub cache; wins
+    /// over --model_dir, as in KServe's huggingfaceserver.
+    #[arg(long = "model_id", alias = "model-id")]
+    pub model_id: Option<String>,
+    /// The revision of --model_id (a branch, tag or commit).
+    #[arg(long = "model_revision", alias = "model-revision")]
+    pub model_revision: Option<String>,
+    /// Generative models: most requests decoded together in one batch (vLLM's flag).
+    #[arg(long = "max_num_seqs", alias = "max-num-seqs", default_value_t = 16)]
+    pub max_num_seqs: usize,
+    /// Generative models: cap on prompt plus generated tokens (default: the model's).
+    #[arg(long = "max_model_len", alias = "max-model-len", alias = "max_length")]
+    pub max_model_len: Option<usize>,
+    /// Generative models: KV cache memory in GiB (vLLM's VLLM_CPU_KVCACHE_SPACE).
+    #[arg(
+        long = "kv_cache_space",
+        alias = "kv-cache-space",
+        env = "VLLM_CPU_KVCACHE_SPACE",
+        default_value_t = 1.0
+    )]
+    pub kv_cache_space: f64,
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -62,6 +84,17 @@ const KNOWN: &[&str] = &[
     "predict_proba",
     "predict-proba",
     "workers",
+    "model_id",
+    "model-id",
+    "model_revision",
+    "model-revision",
+    "max_num_seqs",
+    "max-num-seqs",
+    "max_model_len",
+    "max-model-len",
+    "max_length",
+    "kv_cache_space",
+    "kv-cache-space",
     "help",
     "h",
 ];
@@ -115,16 +148,42 @@ async fn run(args: &ServeArgs) -> anyhow::Result<()> {
         }
         None => args.model_dir.clone(),
     };
-    let model: Arc<dyn Model> = Arc::new(
-        SklearnModel::load(&args.model_name, &model_dir, args.predict_proba)
-            .with_context(|| format!("no runtime could load model {:?}", args.model_name))?,
-    );
-    let dp = Arc::new(DataPlane::new(vec![model]));
+    let dp = if args.model_id.is_some() || huggingface::is_generative(&model_dir) {
+        let path = match (&args.model_id, &args.storage_uri) {
+            (Some(id), None) => huggingface::resolve_model_id(id, args.model_revision.as_deref())?,
+            _ => model_dir,
+        };
+        if !(args.kv_cache_space > 0.0 && args.kv_cache_space.is_finite()) {
+            anyhow::bail!(
+                "--kv_cache_space must be a positive number of GiB, got {}",
+                args.kv_cache_space
+            );
+        }
+        let options = huggingface::LlmOptions {
+            max_num_seqs: args.max_num_seqs,
+            kv_cache_bytes: (args.kv_cache_space * (1u64 << 30) as f64) as usize,
+            max_model_len: args.max_model_len,
+        };
+        let name = args.model_name.clone();
+        tracing::info!(path = %path.display(), "Loading generative model");
+        let generator =
+            tokio::task::spawn_blocking(move || huggingface::load(&name, &path, &options))
+                .await?
+                .with_context(|| format!("cannot load generative model {:?}", args.model_name))?;
+        DataPlane::with_generators(vec![], vec![Arc::new(generator)])
+    } else {
+        let model: Arc<dyn Model> = Arc::new(
+            SklearnModel::load(&args.model_name, &model_dir, args.predict_proba)
+                .with_context(|| format!("no runtime could load model {:?}", args.model_name))?,
+        );
+        DataPlane::new(vec![model])
+    };
+    let dp = Arc::new(dp);
     let addr = format!("{}:{}", args.host, args.http_port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(address = %listener.local_addr()?, model = args.model_name, "Serving (v1, v2, /metrics)");
+    tracing::info!(address = %listener.local_addr()?, model = args.model_name, "Serving (v1, v2, OpenAI, /metrics)");
     tidal_modelserver::serve(listener, dp, tidal_modelserver::shutdown_signal()).await?;
     tracing::info!("Stopped");
     Ok(())

@@ -39,8 +39,17 @@ impl IntoResponse for V1Error {
     }
 }
 
+/// KServe's `{"models": [...]}`; a server with generative models also answers in OpenAI's
+/// shape (`object`, `data`) on the same path, since OpenAI clients with base URL `/v1` list
+/// models here.
 async fn list_models(State(dp): State<Arc<DataPlane>>) -> impl IntoResponse {
-    axum::Json(json!({"models": dp.model_names().collect::<Vec<_>>()}))
+    let mut body = json!({"models": dp.model_names().collect::<Vec<_>>()});
+    if dp.generators().next().is_some() {
+        let list = super::openai::model_list(&dp);
+        body["object"] = list["object"].clone();
+        body["data"] = list["data"].clone();
+    }
+    axum::Json(body)
 }
 
 async fn model_ready(

@@ -1,3 +1,4 @@
 //! Runtimes: each turns files on disk into a [`crate::model::Model`].
 
+pub mod huggingface;
 pub mod sklearn;

@@ -1,0 +1,158 @@
+//! Decode throughput of [`QuantizedLlama`]: one stream versus a batch of
+//! streams advanced together, as the batching engine does.
+//!
+//! ```text
+//! cargo run --release -p tidal-llm --example decode_speed -- \
+//!     [--tokens 64] [--batch 8] [--prep fast|faithful|as-stored] [path.gguf]
+//! ```
+//!
+//! `--prep` picks the [`WeightPrep`] (default `fast`).
+//!
+//! The model defaults to `TIDAL_SMOLLM2_GGUF` or the file that
+//! `scripts/fetch-models` downloads. Thread counts follow candle's
+//! `RAYON_NUM_THREADS` / `CANDLE_NUM_THREADS`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use tidal_llm::{CausalLm, LlamaCache, QuantizedLlama, SeqStep, Tokenizer, WeightPrep};
+
+fn argmax(xs: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Runs `n` greedy decode steps over all `caches` at once; returns seconds.
+fn decode(
+    model: &QuantizedLlama,
+    caches: &mut [LlamaCache],
+    mut next: Vec<u32>,
+    n: usize,
+) -> tidal_llm::Result<f64> {
+    let start = Instant::now();
+    for _ in 0..n {
+        let tokens: Vec<[u32; 1]> = next.iter().map(|&t| [t]).collect();
+        let mut steps: Vec<SeqStep<'_, LlamaCache>> = tokens
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(t, cache)| SeqStep { tokens: t, cache })
+            .collect();
+        next = model
+            .forward_batch(&mut steps)?
+            .iter()
+            .map(|l| argmax(l))
+            .collect();
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Prefills one prompt per cache in a single step; returns the first tokens
+/// and the seconds taken.
+fn prefill(
+    model: &QuantizedLlama,
+    caches: &mut [LlamaCache],
+    prompts: &[Vec<u32>],
+) -> tidal_llm::Result<(Vec<u32>, f64)> {
+    let start = Instant::now();
+    let mut steps: Vec<SeqStep<'_, LlamaCache>> = prompts
+        .iter()
+        .zip(caches.iter_mut())
+        .map(|(p, cache)| SeqStep { tokens: p, cache })
+        .collect();
+    let next = model
+        .forward_batch(&mut steps)?
+        .iter()
+        .map(|l| argmax(l))
+        .collect();
+    Ok((next, start.elapsed().as_secs_f64()))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut tokens = 64;
+    let mut batch = 8;
+    let mut prep = WeightPrep::Fast;
+    let mut path = std::env::var_os("TIDAL_SMOLLM2_GGUF").map_or_else(
+        || PathBuf::from("/var/tmp/tidal-models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        PathBuf::from,
+    );
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--tokens" => tokens = args.next().ok_or("--tokens needs a value")?.parse()?,
+            "--batch" => batch = args.next().ok_or("--batch needs a value")?.parse()?,
+            "--prep" => {
+                prep = match args.next().as_deref() {
+                    Some("fast") => WeightPrep::Fast,
+                    Some("faithful") => WeightPrep::Faithful,
+                    Some("as-stored") => WeightPrep::AsStored,
+                    _ => return Err("--prep needs fast, faithful or as-stored".into()),
+                }
+            }
+            other => path = PathBuf::from(other),
+        }
+    }
+    if !path.is_file() {
+        return Err(format!(
+            "{} is missing: run `bash scripts/fetch-models`",
+            path.display()
+        )
+        .into());
+    }
+
+    let t0 = Instant::now();
+    let model = QuantizedLlama::load_with(&path, prep)?;
+    let tokenizer = Tokenizer::from_gguf(&path)?;
+    println!(
+        "loaded {} ({prep:?}) in {:.2}s",
+        path.display(),
+        t0.elapsed().as_secs_f64()
+    );
+
+    let prompts: Vec<Vec<u32>> = (0..batch.max(1))
+        .map(|i| {
+            let text = format!(
+                "<|im_start|>user\nWrite a long story about a robot number {i} who learns to paint.<|im_end|>\n<|im_start|>assistant\n"
+            );
+            tokenizer.encode(&text, false)
+        })
+        .collect::<Result<_, _>>()?;
+
+    // Warm-up: thread pools, lazily initialized kernels, page faults.
+    let mut warm = vec![model.new_cache()];
+    let (next, _) = prefill(&model, &mut warm, &prompts[..1])?;
+    decode(&model, &mut warm, next, 4)?;
+
+    let mut single = vec![model.new_cache()];
+    let (next, p1) = prefill(&model, &mut single, &prompts[..1])?;
+    let d1 = decode(&model, &mut single, next, tokens)?;
+    let single_tps = tokens as f64 / d1;
+    println!(
+        "single stream: prefill {} tokens in {:.1} ms ({:.0} tok/s); decode {tokens} tokens: {:.1} tok/s ({:.2} ms/token)",
+        prompts[0].len(),
+        p1 * 1e3,
+        prompts[0].len() as f64 / p1,
+        single_tps,
+        d1 * 1e3 / tokens as f64
+    );
+
+    let mut caches: Vec<LlamaCache> = prompts.iter().map(|_| model.new_cache()).collect();
+    let (next, pb) = prefill(&model, &mut caches, &prompts)?;
+    let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
+    let db = decode(&model, &mut caches, next, tokens)?;
+    let batch_tps = (tokens * prompts.len()) as f64 / db;
+    println!(
+        "batch of {}: prefill {prompt_tokens} tokens in {:.1} ms ({:.0} tok/s); decode {tokens} steps: {:.1} tok/s aggregate ({:.2} ms/step), {:.2}x single",
+        prompts.len(),
+        pb * 1e3,
+        prompt_tokens as f64 / pb,
+        batch_tps,
+        db * 1e3 / tokens as f64,
+        batch_tps / single_tps
+    );
+    Ok(())
+}

@@ -1,0 +1,356 @@
+//! SmolLM2-135M-Instruct (Q4_1 GGUF) through [`QuantizedLlama`]: tokenizer
+//! from GGUF metadata, a greedy chat answer, and the batching contract
+//! (a sequence's logits do not depend on what else is in its step).
+//!
+//! Needs the model file: run `bash scripts/fetch-models`, or point
+//! `TIDAL_SMOLLM2_GGUF` at it.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use tidal_llm::{
+    CausalLm, Error, GgufInfo, LlamaCache, QuantizedLlama, SeqStep, Tokenizer, WeightPrep,
+};
+
+/// The results are in fact bit-identical (quantized matmuls work row by row,
+/// attention sums in a fixed order); the tolerance leaves room for kernels
+/// that reorder sums.
+const TOL: f32 = 1e-3;
+
+const CHAT_PROMPT: &str =
+    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
+
+fn gguf_path() -> PathBuf {
+    let path = std::env::var_os("TIDAL_SMOLLM2_GGUF").map_or_else(
+        || PathBuf::from("/var/tmp/tidal-models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "{} is missing: run `bash scripts/fetch-models` (or set TIDAL_SMOLLM2_GGUF)",
+        path.display()
+    );
+    path
+}
+
+fn model() -> &'static QuantizedLlama {
+    static MODEL: OnceLock<QuantizedLlama> = OnceLock::new();
+    MODEL.get_or_init(|| QuantizedLlama::load(&gguf_path()).expect("load the GGUF model"))
+}
+
+fn tokenizer() -> &'static Tokenizer {
+    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+    TOKENIZER.get_or_init(|| Tokenizer::from_gguf(&gguf_path()).expect("build the tokenizer"))
+}
+
+fn encode(text: &str) -> Vec<u32> {
+    tokenizer().encode(text, false).expect("encode")
+}
+
+/// Runs one sequence alone: returns its last logits.
+fn step(cache: &mut LlamaCache, tokens: &[u32]) -> Vec<f32> {
+    let mut out = model()
+        .forward_batch(&mut [SeqStep { tokens, cache }])
+        .expect("forward");
+    assert_eq!(out.len(), 1);
+    out.pop().expect("one row")
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn argmax(xs: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in xs.iter().enumerate() {
+        if x > xs[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+#[test]
+fn header_facts() {
+    let info = GgufInfo::from_file(&gguf_path()).expect("read header");
+    assert_eq!(info.architecture, "llama");
+    assert_eq!(info.context_length, 8192);
+    assert_eq!(info.vocab_size, 49152);
+    assert_eq!(info.bos_token_id, Some(1));
+    assert_eq!(info.eos_token_id, Some(2));
+    assert!(!info.add_bos_token);
+    let template = info.chat_template.expect("chat template");
+    assert!(template.contains("<|im_start|>"), "{template}");
+
+    let m = model();
+    let c = m.config();
+    assert_eq!(
+        (c.n_layer, c.n_embd, c.n_head, c.n_kv_head),
+        (30, 576, 9, 3)
+    );
+    assert_eq!(m.vocab_size(), 49152);
+    assert_eq!(m.max_context(), 8192);
+    assert_eq!(m.kv_bytes_per_token(), 30 * 2 * 3 * 64 * 4);
+    assert_eq!(m.info().eos_token_id, Some(2));
+}
+
+#[test]
+fn tokenizer_keeps_control_tokens_whole() {
+    let tok = tokenizer();
+    assert_eq!(tok.vocab_size(), 49152);
+    let ids = encode(CHAT_PROMPT);
+    let im_start = tok
+        .token_to_id("<|im_start|>")
+        .expect("<|im_start|> in vocab");
+    let im_end = tok.token_to_id("<|im_end|>").expect("<|im_end|> in vocab");
+    assert_eq!((im_start, im_end), (1, 2));
+    assert_eq!(ids[0], im_start, "{ids:?}");
+    assert_eq!(ids.iter().filter(|&&t| t == im_start).count(), 2, "{ids:?}");
+    assert_eq!(ids.iter().filter(|&&t| t == im_end).count(), 1, "{ids:?}");
+    // Byte-level BPE round-trips text exactly, spaces and newlines included.
+    assert_eq!(tok.decode(&ids, false).expect("decode"), CHAT_PROMPT);
+    // Digits are split one by one (SmolLM's pre-tokenizer).
+    let digits = encode("2024");
+    assert_eq!(digits.len(), 4, "{digits:?}");
+}
+
+/// Greedy continuation of `prompt`, stopping at EOS (`<|im_end|>`).
+fn greedy(m: &QuantizedLlama, prompt: &[u32], max_tokens: usize) -> String {
+    let eos = m.info().eos_token_id.expect("eos");
+    let mut cache = m.new_cache();
+    let mut logits = m
+        .forward_batch(&mut [SeqStep {
+            tokens: prompt,
+            cache: &mut cache,
+        }])
+        .expect("prefill")
+        .remove(0);
+    let mut out = Vec::new();
+    for _ in 0..max_tokens {
+        let next = argmax(&logits);
+        if next == eos {
+            break;
+        }
+        out.push(next);
+        logits = m
+            .forward_batch(&mut [SeqStep {
+                tokens: &[next],
+                cache: &mut cache,
+            }])
+            .expect("decode")
+            .remove(0);
+    }
+    tokenizer().decode(&out, true).expect("decode")
+}
+
+#[test]
+fn greedy_chat_answer_mentions_paris() {
+    let text = greedy(model(), &encode(CHAT_PROMPT), 20);
+    assert!(text.contains("Paris"), "answer: {text:?}");
+}
+
+/// The other weight preparations load and answer too (the default test
+/// model uses [`WeightPrep::Fast`]).
+#[test]
+fn faithful_and_as_stored_weights_answer_paris() {
+    for prep in [WeightPrep::Faithful, WeightPrep::AsStored] {
+        let m = QuantizedLlama::load_with(&gguf_path(), prep).expect("load");
+        let text = greedy(&m, &encode(CHAT_PROMPT), 12);
+        assert!(text.contains("Paris"), "{prep:?} answer: {text:?}");
+    }
+}
+
+#[test]
+fn batched_prefill_matches_single_runs() {
+    let m = model();
+    let prompts = [
+        encode("The quick brown fox"),
+        encode("<|im_start|>user\nName three colors.<|im_end|>\n<|im_start|>assistant\n"),
+        encode("1, 2, 3, 4,"),
+    ];
+    let alone: Vec<Vec<f32>> = prompts
+        .iter()
+        .map(|p| step(&mut m.new_cache(), p))
+        .collect();
+
+    let mut caches: Vec<LlamaCache> = prompts.iter().map(|_| m.new_cache()).collect();
+    let mut steps: Vec<SeqStep<'_, LlamaCache>> = prompts
+        .iter()
+        .zip(caches.iter_mut())
+        .map(|(p, cache)| SeqStep { tokens: p, cache })
+        .collect();
+    let batched = m.forward_batch(&mut steps).expect("batched forward");
+    assert_eq!(batched.len(), 3);
+    for (i, (a, b)) in alone.iter().zip(&batched).enumerate() {
+        let d = max_abs_diff(a, b);
+        assert!(d < TOL, "prompt {i}: max abs diff {d}");
+    }
+    for (p, c) in prompts.iter().zip(&caches) {
+        assert_eq!(m.cached_tokens(c), p.len());
+    }
+}
+
+#[test]
+fn mixed_prefill_and_decode_step_matches_single_runs() {
+    let m = model();
+    let a = encode("Once upon a time");
+    let b = encode("The capital of Germany is");
+    let c = encode("def fibonacci(n):");
+
+    // Reference: each sequence on its own.
+    let mut ref_a = m.new_cache();
+    let next_a = argmax(&step(&mut ref_a, &a));
+    let want_a = step(&mut ref_a, &[next_a]);
+    let mut ref_b = m.new_cache();
+    let next_b = argmax(&step(&mut ref_b, &b));
+    let want_b = step(&mut ref_b, &[next_b]);
+    let want_c = step(&mut m.new_cache(), &c);
+
+    // Prefill a and b together, then one step: c's prefill plus two decodes.
+    let (mut ca, mut cb, mut cc) = (m.new_cache(), m.new_cache(), m.new_cache());
+    m.forward_batch(&mut [
+        SeqStep {
+            tokens: &a,
+            cache: &mut ca,
+        },
+        SeqStep {
+            tokens: &b,
+            cache: &mut cb,
+        },
+    ])
+    .expect("prefill");
+    let got = m
+        .forward_batch(&mut [
+            SeqStep {
+                tokens: &[next_a],
+                cache: &mut ca,
+            },
+            SeqStep {
+                tokens: &c,
+                cache: &mut cc,
+            },
+            SeqStep {
+                tokens: &[next_b],
+                cache: &mut cb,
+            },
+        ])
+        .expect("mixed step");
+    for (name, want, got) in [
+        ("a", &want_a, &got[0]),
+        ("c", &want_c, &got[1]),
+        ("b", &want_b, &got[2]),
+    ] {
+        let d = max_abs_diff(want, got);
+        assert!(d < TOL, "sequence {name}: max abs diff {d}");
+    }
+    assert_eq!(
+        (
+            m.cached_tokens(&ca),
+            m.cached_tokens(&cb),
+            m.cached_tokens(&cc)
+        ),
+        (a.len() + 1, b.len() + 1, c.len())
+    );
+}
+
+#[test]
+fn token_by_token_decode_matches_prefill() {
+    let m = model();
+    let ids = encode("<|im_start|>user\nHello! How are you today?<|im_end|>\n");
+    let want = step(&mut m.new_cache(), &ids);
+
+    let mut cache = m.new_cache();
+    let mut got = Vec::new();
+    for &t in &ids {
+        got = step(&mut cache, &[t]);
+    }
+    let d = max_abs_diff(&want, &got);
+    assert!(d < TOL, "max abs diff {d}");
+
+    // Uneven chunks (a chunked prefill) agree too.
+    let mut cache = m.new_cache();
+    step(&mut cache, &ids[..3]);
+    step(&mut cache, &ids[3..10]);
+    let got = step(&mut cache, &ids[10..]);
+    let d = max_abs_diff(&want, &got);
+    assert!(d < TOL, "chunked prefill: max abs diff {d}");
+}
+
+#[test]
+fn bad_input_is_an_error_and_leaves_caches_usable() {
+    let m = model();
+    let mut cache = m.new_cache();
+    let ok = step(&mut cache, &[1, 2, 3]);
+
+    let vocab = m.vocab_size() as u32;
+    let mut other = m.new_cache();
+    let cases: [(&str, Vec<u32>); 3] = [
+        ("out of range", vec![5, vocab]),
+        ("empty", vec![]),
+        ("too long", vec![7; m.max_context()]),
+    ];
+    for (name, tokens) in &cases {
+        let err = m
+            .forward_batch(&mut [
+                SeqStep {
+                    tokens: &[4],
+                    cache: &mut other,
+                },
+                SeqStep {
+                    tokens,
+                    cache: &mut cache,
+                },
+            ])
+            .expect_err(name);
+        assert!(matches!(err, Error::InvalidInput(_)), "{name}: {err}");
+    }
+    // Nothing was appended to either cache.
+    assert_eq!((m.cached_tokens(&cache), m.cached_tokens(&other)), (3, 0));
+    assert!(m.forward_batch(&mut []).expect("empty batch").is_empty());
+
+    let mut fresh = m.new_cache();
+    step(&mut fresh, &[1, 2, 3]);
+    let again = step(&mut fresh, &[4]);
+    let cont = step(&mut cache, &[4]);
+    assert!(max_abs_diff(&again, &cont) < TOL);
+    assert_eq!(ok.len(), m.vocab_size());
+}
+
+#[test]
+fn unsupported_architecture_is_a_config_error() {
+    use candle_core::quantized::gguf_file::{self, Value};
+    use candle_core::quantized::{GgmlDType, QTensor};
+
+    let path = std::env::temp_dir().join(format!("tidal-llm-arch-{}.gguf", std::process::id()));
+    let weight = QTensor::quantize(
+        &candle_core::Tensor::zeros((4, 32), candle_core::DType::F32, &candle_core::Device::Cpu)
+            .expect("zeros"),
+        GgmlDType::F32,
+    )
+    .expect("tensor");
+    let arch = Value::String("mamba".into());
+    let ctx = Value::U32(16);
+    let tokens = Value::Array(vec![Value::String("a".into())]);
+    let mut file = std::fs::File::create(&path).expect("create");
+    gguf_file::write(
+        &mut file,
+        &[
+            ("general.architecture", &arch),
+            ("mamba.context_length", &ctx),
+            ("tokenizer.ggml.tokens", &tokens),
+        ],
+        &[("token_embd.weight", &weight)],
+    )
+    .expect("write gguf");
+    drop(file);
+    let err = QuantizedLlama::load(&path).expect_err("mamba is not supported");
+    std::fs::remove_file(&path).ok();
+    match err {
+        Error::Config(msg) => assert!(msg.contains("mamba"), "{msg}"),
+        other => panic!("expected a config error, got {other}"),
+    }
+}

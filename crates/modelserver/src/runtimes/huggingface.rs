@@ -1,0 +1,390 @@
+//! The `huggingface` runtime for generative models: finds the weights (a model folder, a
+//! GGUF file, or a Hugging Face repo id in the local hub cache), picks the architecture,
+//! and starts a batching engine behind a [`TextGenerator`].
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tidal_llm::{ChatTemplate, EngineConfig, Opt, Tokenizer};
+
+use crate::generative::TextGenerator;
+
+/// Why a generative model could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// `--model_id` is not in the local Hugging Face cache.
+    #[error(
+        "model_id {model_id:?} is not in the Hugging Face cache (looked in {looked}); fetch it with `huggingface-cli download {model_id}`, or pass --model_dir or a storageUri"
+    )]
+    NotCached {
+        /// The repo id asked for.
+        model_id: String,
+        /// The cache folders searched.
+        looked: String,
+    },
+    /// The folder holds nothing Tidal can serve as a generative model.
+    #[error("{0}")]
+    Unsupported(String),
+    /// Reading or parsing a model file failed.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The model failed to load or start.
+    #[error(transparent)]
+    Llm(#[from] tidal_llm::Error),
+    /// The engine could not start.
+    #[error("{0}")]
+    Engine(String),
+}
+
+/// Engine sizing from the server's flags.
+#[derive(Debug, Clone)]
+pub struct LlmOptions {
+    /// Most requests batched together.
+    pub max_num_seqs: usize,
+    /// KV cache budget in bytes.
+    pub kv_cache_bytes: usize,
+    /// Caps the model's context window (`--max_model_len`).
+    pub max_model_len: Option<usize>,
+}
+
+impl Default for LlmOptions {
+    fn default() -> Self {
+        LlmOptions {
+            max_num_seqs: 16,
+            kv_cache_bytes: 1 << 30,
+            max_model_len: None,
+        }
+    }
+}
+
+/// Whether `dir` looks like a generative model (a GGUF file, or a transformers folder whose
+/// config names a causal LM).
+pub fn is_generative(dir: &Path) -> bool {
+    if gguf_file(dir).is_some() {
+        return true;
+    }
+    read_json(&dir.join("config.json")).is_ok_and(|config| {
+        config["architectures"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x.as_str().is_some_and(|s| s.ends_with("ForCausalLM")))
+        }) || config["model_type"].is_string() && !dir.join("model.joblib").exists()
+    })
+}
+
+/// The Hugging Face hub cache folders, in the order `huggingface_hub` consults them.
+fn hub_cache_dirs() -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Some(d) = std::env::var_os("HF_HUB_CACHE") {
+        dirs.push(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("HUGGINGFACE_HUB_CACHE") {
+        dirs.push(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("HF_HOME") {
+        dirs.push(PathBuf::from(d).join("hub"));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        dirs.push(PathBuf::from(d).join("huggingface").join("hub"));
+    }
+    if let Some(d) = std::env::var_os("HOME") {
+        dirs.push(
+            PathBuf::from(d)
+                .join(".cache")
+                .join("huggingface")
+                .join("hub"),
+        );
+    }
+    dirs
+}
+
+/// The snapshot folder of `model_id` in the local hub cache (`models--org--name/snapshots/
+/// <commit>`, the commit read from `refs/<revision>`), or the folder itself when `model_id`
+/// is a path.
+pub fn resolve_model_id(model_id: &str, revision: Option<&str>) -> Result<PathBuf, LoadError> {
+    resolve_in(model_id, revision, &hub_cache_dirs())
+}
+
+/// [`resolve_model_id`] over the given cache folders.
+fn resolve_in(
+    model_id: &str,
+    revision: Option<&str>,
+    dirs: &[PathBuf],
+) -> Result<PathBuf, LoadError> {
+    let as_path = Path::new(model_id);
+    if as_path.is_dir() {
+        return Ok(as_path.to_path_buf());
+    }
+    let folder = format!("models--{}", model_id.replace('/', "--"));
+    let revision = revision.unwrap_or("main");
+    for cache in dirs {
+        let repo = cache.join(&folder);
+        let snapshots = repo.join("snapshots");
+        if !snapshots.is_dir() {
+            continue;
+        }
+        let commit = std::fs::read_to_string(repo.join("refs").join(revision))
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_else(|_| revision.to_owned());
+        let snapshot = snapshots.join(&commit);
+        if snapshot.is_dir() {
+            return Ok(snapshot);
+        }
+        // No ref: a cache holding exactly one snapshot is unambiguous.
+        let entries: Vec<PathBuf> = std::fs::read_dir(&snapshots)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if let [only] = entries.as_slice() {
+            return Ok(only.clone());
+        }
+    }
+    Err(LoadError::NotCached {
+        model_id: model_id.to_owned(),
+        looked: dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+fn read_json(path: &Path) -> Result<Value, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError::File {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| LoadError::File {
+        path: path.to_owned(),
+        message: format!("invalid JSON: {e}"),
+    })
+}
+
+/// The GGUF file at `path` or the only one in the folder `path`.
+fn gguf_file(path: &Path) -> Option<PathBuf> {
+    if path.is_file() {
+        return path
+            .extension()
+            .is_some_and(|e| e == "gguf")
+            .then(|| path.to_path_buf());
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
+/// A token's text in `tokenizer_config.json` (a string or `{"content": ...}`).
+fn token_text(v: &Value) -> String {
+    v.as_str()
+        .or_else(|| v["content"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The chat template a transformers folder ships: `chat_template.jinja`, or the
+/// `chat_template` of `tokenizer_config.json` (a string, or named templates of which
+/// `default` is used).
+fn folder_chat_template(dir: &Path) -> Result<Option<ChatTemplate>, LoadError> {
+    let config = read_json(&dir.join("tokenizer_config.json")).unwrap_or(Value::Null);
+    let bos = token_text(&config["bos_token"]);
+    let eos = token_text(&config["eos_token"]);
+    let source = match std::fs::read_to_string(dir.join("chat_template.jinja")) {
+        Ok(s) => Some(s),
+        Err(_) => match &config["chat_template"] {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(named) => named
+                .iter()
+                .find(|t| t["name"] == "default")
+                .and_then(|t| t["template"].as_str())
+                .map(str::to_owned),
+            _ => None,
+        },
+    };
+    source
+        .map(|s| ChatTemplate::new(&s, &bos, &eos))
+        .transpose()
+        .map_err(LoadError::from)
+}
+
+/// The end-of-sequence ids a transformers folder declares (config and generation config).
+fn folder_eos_ids(dir: &Path, config: &Value) -> Vec<u32> {
+    let mut ids = Vec::new();
+    let generation = read_json(&dir.join("generation_config.json")).unwrap_or(Value::Null);
+    for v in [&config["eos_token_id"], &generation["eos_token_id"]] {
+        match v {
+            Value::Number(n) => ids.extend(n.as_u64().map(|n| n as u32)),
+            Value::Array(a) => ids.extend(a.iter().filter_map(Value::as_u64).map(|n| n as u32)),
+            _ => {}
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+fn engine_config(options: &LlmOptions, eos_token_ids: Vec<u32>) -> EngineConfig {
+    EngineConfig {
+        max_num_seqs: options.max_num_seqs,
+        kv_cache_bytes: options.kv_cache_bytes,
+        eos_token_ids,
+        ..EngineConfig::default()
+    }
+}
+
+/// Loads the generative model in `path` (a folder or a `.gguf` file) and starts serving it
+/// as `name`.
+pub fn load(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerator, LoadError> {
+    if let Some(gguf) = gguf_file(path) {
+        return load_gguf(name, &gguf, options);
+    }
+    let config = read_json(&path.join("config.json"))?;
+    let model_type = config["model_type"].as_str().unwrap_or_default();
+    match model_type {
+        "opt" => {
+            let model = Opt::load(path, &tidal_llm::Device::Cpu)?;
+            let model = Capped::new(model, options.max_model_len);
+            let tokenizer = Tokenizer::from_dir(path)?;
+            let template = folder_chat_template(path)?;
+            let eos = folder_eos_ids(path, &config);
+            TextGenerator::start(
+                name,
+                model,
+                engine_config(options, eos),
+                tokenizer,
+                template,
+            )
+            .map_err(|e| LoadError::Engine(e.to_string()))
+        }
+        other => Err(LoadError::Unsupported(format!(
+            "{}: model_type {other:?} is not supported from safetensors; Tidal serves OPT (facebook/opt-*) checkpoints and Llama-family models as GGUF files",
+            path.join("config.json").display()
+        ))),
+    }
+}
+
+fn load_gguf(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerator, LoadError> {
+    let model = tidal_llm::QuantizedLlama::load(path)?;
+    let info = model.info().clone();
+    let tokenizer = Tokenizer::from_gguf(path)?;
+    let token_text = |id: Option<u32>| {
+        id.and_then(|id| tokenizer.inner().id_to_token(id))
+            .unwrap_or_default()
+    };
+    let template = info
+        .chat_template
+        .as_deref()
+        .map(|t| {
+            ChatTemplate::new(
+                t,
+                &token_text(info.bos_token_id),
+                &token_text(info.eos_token_id),
+            )
+        })
+        .transpose()?;
+    // Chat models end a turn with their template's end-of-turn token, which GGUF headers do
+    // not always name as EOS.
+    let mut eos: Vec<u32> = info.eos_token_id.into_iter().collect();
+    for end_of_turn in ["<|im_end|>", "<|eot_id|>", "<|end|>"] {
+        if info
+            .chat_template
+            .as_deref()
+            .is_some_and(|t| t.contains(end_of_turn))
+        {
+            eos.extend(tokenizer.token_to_id(end_of_turn));
+        }
+    }
+    eos.sort_unstable();
+    eos.dedup();
+    let model = Capped::new(model, options.max_model_len);
+    TextGenerator::start(
+        name,
+        model,
+        engine_config(options, eos),
+        tokenizer,
+        template,
+    )
+    .map_err(|e| LoadError::Engine(e.to_string()))
+}
+
+/// A model whose context window is capped by `--max_model_len`.
+struct Capped<M> {
+    inner: M,
+    max_len: Option<usize>,
+}
+
+impl<M> Capped<M> {
+    fn new(inner: M, max_len: Option<usize>) -> Self {
+        Capped { inner, max_len }
+    }
+}
+
+impl<M: tidal_llm::CausalLm> tidal_llm::CausalLm for Capped<M> {
+    type Cache = M::Cache;
+
+    fn new_cache(&self) -> Self::Cache {
+        self.inner.new_cache()
+    }
+
+    fn cached_tokens(&self, cache: &Self::Cache) -> usize {
+        self.inner.cached_tokens(cache)
+    }
+
+    fn forward_batch(
+        &self,
+        steps: &mut [tidal_llm::SeqStep<'_, Self::Cache>],
+    ) -> tidal_llm::Result<Vec<Vec<f32>>> {
+        self.inner.forward_batch(steps)
+    }
+
+    fn kv_bytes_per_token(&self) -> usize {
+        self.inner.kv_bytes_per_token()
+    }
+
+    fn max_context(&self) -> usize {
+        let native = self.inner.max_context();
+        self.max_len.map_or(native, |cap| cap.min(native))
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_ids_resolve_through_refs_to_snapshots() {
+        let home = std::env::temp_dir().join(format!("tidal-hf-{}", std::process::id()));
+        let repo = home.join("hub").join("models--facebook--opt-125m");
+        std::fs::create_dir_all(repo.join("snapshots").join("abc123")).unwrap();
+        std::fs::create_dir_all(repo.join("snapshots").join("old999")).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs").join("main"), "abc123\n").unwrap();
+        let dirs = [home.join("nowhere"), home.join("hub")];
+        let found = resolve_in("facebook/opt-125m", None, &dirs);
+        assert_eq!(found.unwrap(), repo.join("snapshots").join("abc123"));
+        let missing = resolve_in("facebook/opt-350m", None, &dirs)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("facebook/opt-350m") && missing.contains("huggingface-cli download"),
+            "{missing}"
+        );
+        std::fs::remove_dir_all(&home).unwrap();
+    }
+}
