@@ -94,7 +94,7 @@ START=$(date +%s.%N); DECIDED=""; READY=""
 while [ -z "$READY" ]; do
   now=$(date +%s.%N)
   if [ -z "$DECIDED" ] && [ "$("$T" get deploy sklearn-v2-iris-predictor -o jsonpath='{.spec.replicas}')" -ge 2 ]; then DECIDED=$now; fi
-  if [ -n "$DECIDED" ] && [ "$(ready_pods)" -ge 2 ]; then READY=$now; fi
+  if [ -n "$DECIDED" ] && [ "$(ready_pods)" -ge 2 ]; then READY=$(date +%s.%N); fi
   awk -v n="$now" -v s="$START" 'BEGIN {exit !(n - s > 30)}' && break
   sleep 0.05
 done

@@ -23,8 +23,11 @@ enum Command {
     /// Check InferenceServices as KServe's webhook and the CRD schema would; exit non-zero with
     /// every error otherwise.
     Validate(ManifestArgs),
-    /// Serve one model over KServe's v1 and the Open Inference Protocol v2 (what every replica
-    /// runs).
+    /// Serve one model over KServe's v1, the Open Inference Protocol v2 and, for generative
+    /// models, the OpenAI API (what every replica runs).
+    // A runtime's `--model_name={{.Name}}` comes before the user's own `--model_name`; the
+    // last one wins, as with KServe's argparse.
+    #[command(args_override_self = true)]
     Serve(cmd_serve::ServeArgs),
     /// Run the embedded control plane in the foreground: API, controller, replica supervisor.
     Up(UpArgs),
@@ -226,5 +229,30 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn a_repeated_serve_flag_takes_the_last_value_like_kserves_argparse() {
+        // KServe's huggingfaceserver runtime passes --model_name={{.Name}} before the user's args.
+        let cli = Cli::try_parse_from([
+            "tidal",
+            "serve",
+            "--model_name=huggingface-fbopt",
+            "--model_name=fbopt",
+            "--model_id=facebook/opt-125m",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.model_name, "fbopt");
+        assert_eq!(args.model_id.as_deref(), Some("facebook/opt-125m"));
     }
 }

@@ -244,3 +244,122 @@ fn an_uncached_model_id_fails_fast_with_a_clear_error() {
     assert!(started.elapsed() < Duration::from_secs(30));
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// An HTTP/1.0 POST of JSON with a Host header, as `hey -host` sends it.
+fn post(port: u16, host: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "POST {path} HTTP/1.0\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text.split_once("\r\n\r\n")?.1.to_owned()))
+}
+
+/// The seed's second InferenceService, unchanged, in `tidal up`: the huggingfaceserver runtime
+/// passes `--model_name={{.Name}}` before the user's `--model_name=fbopt` (the last wins, as in
+/// KServe), `--model_id` resolves from the Hugging Face cache, and the completion request of the
+/// seed reaches the replica through the gateway by Host.
+#[test]
+fn the_seeds_huggingface_inferenceservice_serves_completions_in_tidal_up() {
+    let root = std::env::temp_dir().join(format!("tidal-llm-up-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let hf_home = hub_cache(&root.join("hf"));
+    let (api, gateway) = (free_port(), free_port());
+    let daemon = Command::new(TIDAL)
+        .args(["up", "--data-dir"])
+        .arg(root.join("data"))
+        .arg(format!("--listen=127.0.0.1:{api}"))
+        .arg(format!("--gateway-listen=127.0.0.1:{gateway}"))
+        .env("HF_HOME", &hf_home)
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HUGGINGFACE_HUB_CACHE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Up(daemon);
+    let seed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/seed/huggingface-fbopt.yaml");
+    let tidal = |args: &[&str]| {
+        let out = Command::new(TIDAL)
+            .args(args)
+            .env("TIDAL_SERVER", format!("http://127.0.0.1:{api}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !tidal(&["apply", "-f", seed.to_str().unwrap()]).contains("created") {
+        assert!(
+            Instant::now() < deadline,
+            "tidal up did not accept the seed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The READY column of `tidal get isvc`.
+    while tidal(&["get", "isvc", "huggingface-fbopt"])
+        .lines()
+        .nth(1)
+        .and_then(|row| row.split_whitespace().nth(2))
+        != Some("True")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the InferenceService never became Ready"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let url = tidal(&[
+        "get",
+        "isvc",
+        "huggingface-fbopt",
+        "-o",
+        "jsonpath={.status.url}",
+    ]);
+    let host = url.trim().trim_start_matches("http://");
+    let (status, body) = post(
+        gateway,
+        host,
+        "/openai/v1/completions",
+        r#"{"model": "fbopt", "prompt": "Write a poem about colors", "stream": false, "max_tokens": 12, "temperature": 0}"#,
+    )
+    .unwrap();
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&root);
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../llm/tests/fixtures/opt-tiny-preln/expected.json");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture).unwrap()).unwrap();
+    assert_eq!(answer["model"], "fbopt");
+    assert_eq!(answer["choices"][0]["text"], expected["greedy_text"]);
+}
+
+/// `tidal up`, stopped with SIGTERM (which stops its replicas too) when dropped, even when an
+/// assertion fails first.
+struct Up(Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while matches!(self.0.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = self.0.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
