@@ -13,12 +13,18 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// A free port whose successor (the gateway's, see [`gateway_port`]) is free too.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let p = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
 }
 
 struct Daemon {
@@ -46,8 +52,14 @@ impl Daemon {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let d = Daemon { child };
+        let mut d = Daemon { child };
         wait_for(Duration::from_secs(20), || {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!(
+                    "tidal up exited at start with {status} (ports {port} and {})",
+                    gateway_port(port)
+                );
+            }
             std::net::TcpStream::connect(("127.0.0.1", port))
                 .is_ok()
                 .then_some(())

@@ -285,12 +285,18 @@ struct CompletionRequest {
 }
 
 async fn completions(State(dp): State<Arc<DataPlane>>, body: Bytes) -> Response {
-    let model = peek_model(&body);
-    let timer = dp.metrics.start(&model, "openai");
-    let response = match completions_inner(&dp, &body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
+    counted(&dp, &body, completions_inner(&dp, &body)).await
+}
+
+/// Runs an endpoint, counting the request in the server's request metrics and turning its
+/// error into OpenAI's body.
+async fn counted(
+    dp: &DataPlane,
+    body: &Bytes,
+    endpoint: impl std::future::Future<Output = Result<Response, OpenAiError>>,
+) -> Response {
+    let timer = dp.metrics.start(&peek_model(body), "openai");
+    let response = endpoint.await.unwrap_or_else(IntoResponse::into_response);
     timer.finish(response.status().as_u16());
     response
 }
@@ -431,14 +437,7 @@ struct ChatRequest {
 }
 
 async fn chat_completions(State(dp): State<Arc<DataPlane>>, body: Bytes) -> Response {
-    let model = peek_model(&body);
-    let timer = dp.metrics.start(&model, "openai");
-    let response = match chat_inner(&dp, &body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    };
-    timer.finish(response.status().as_u16());
-    response
+    counted(&dp, &body, chat_inner(&dp, &body)).await
 }
 
 async fn chat_inner(dp: &DataPlane, body: &Bytes) -> Result<Response, OpenAiError> {

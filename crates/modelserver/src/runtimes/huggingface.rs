@@ -230,18 +230,7 @@ fn folder_eos_ids(dir: &Path, config: &Value) -> Vec<u32> {
             _ => {}
         }
     }
-    ids.sort_unstable();
-    ids.dedup();
     ids
-}
-
-fn engine_config(options: &LlmOptions, eos_token_ids: Vec<u32>) -> EngineConfig {
-    EngineConfig {
-        max_num_seqs: options.max_num_seqs,
-        kv_cache_bytes: options.kv_cache_bytes,
-        eos_token_ids,
-        ..EngineConfig::default()
-    }
 }
 
 /// Loads the generative model in `path` (a folder or a `.gguf` file) and starts serving it
@@ -255,18 +244,10 @@ pub fn load(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerat
     match model_type {
         "opt" => {
             let model = Opt::load(path, &tidal_llm::Device::Cpu)?;
-            let model = Capped::new(model, options.max_model_len);
             let tokenizer = Tokenizer::from_dir(path)?;
             let template = folder_chat_template(path)?;
             let eos = folder_eos_ids(path, &config);
-            TextGenerator::start(
-                name,
-                model,
-                engine_config(options, eos),
-                tokenizer,
-                template,
-            )
-            .map_err(|e| LoadError::Engine(e.to_string()))
+            start(name, model, options, eos, tokenizer, template)
         }
         other => Err(LoadError::Unsupported(format!(
             "{}: model_type {other:?} is not supported from safetensors; Tidal serves OPT (facebook/opt-*) checkpoints and Llama-family models as GGUF files",
@@ -306,17 +287,29 @@ fn load_gguf(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenera
             eos.extend(tokenizer.token_to_id(end_of_turn));
         }
     }
-    eos.sort_unstable();
-    eos.dedup();
+    start(name, model, options, eos, tokenizer, template)
+}
+
+/// Starts the engine for a loaded model, its context capped by `--max_model_len`.
+fn start<M: tidal_llm::CausalLm>(
+    name: &str,
+    model: M,
+    options: &LlmOptions,
+    mut eos_token_ids: Vec<u32>,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+) -> Result<TextGenerator, LoadError> {
+    eos_token_ids.sort_unstable();
+    eos_token_ids.dedup();
+    let config = EngineConfig {
+        max_num_seqs: options.max_num_seqs,
+        kv_cache_bytes: options.kv_cache_bytes,
+        eos_token_ids,
+        ..EngineConfig::default()
+    };
     let model = Capped::new(model, options.max_model_len);
-    TextGenerator::start(
-        name,
-        model,
-        engine_config(options, eos),
-        tokenizer,
-        template,
-    )
-    .map_err(|e| LoadError::Engine(e.to_string()))
+    TextGenerator::start(name, model, config, tokenizer, template)
+        .map_err(|e| LoadError::Engine(e.to_string()))
 }
 
 /// A model whose context window is capped by `--max_model_len`.
