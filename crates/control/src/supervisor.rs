@@ -52,6 +52,18 @@ pub enum Probe {
     Tcp,
 }
 
+/// Whole cores of a container's CPU limit (or, without one, its request), rounded up.
+fn cpu_threads(container: &Value) -> Option<u64> {
+    let cpu = container
+        .pointer("/resources/limits/cpu")
+        .or_else(|| container.pointer("/resources/requests/cpu"))
+        .and_then(Value::as_str)?
+        .parse::<tidal_api::quantity::Quantity>()
+        .ok()?;
+    let millis = u64::try_from(cpu.millis()).ok()?;
+    Some(millis.div_ceil(1000).max(1))
+}
+
 /// Works out how to run a pod template as a local process on `port`.
 pub fn launch_for(
     template: &Value,
@@ -137,6 +149,14 @@ pub fn launch_for(
         }
         args.push(format!("--http_port={port}"));
         args.push("--host=127.0.0.1".into());
+        // In a pod, the CPU limit caps the threads that can run; a process here sees every
+        // core. Size the model's compute pool (candle reads RAYON_NUM_THREADS) to the limit,
+        // so replicas sharing a machine do not spin-wait on each other's cores.
+        if let Some(threads) = cpu_threads(container)
+            && !env.iter().any(|(k, _)| k == "RAYON_NUM_THREADS")
+        {
+            env.push(("RAYON_NUM_THREADS".into(), threads.to_string()));
+        }
         return Ok(Launch {
             program: tidal.to_path_buf(),
             args,
@@ -726,6 +746,49 @@ fn signal(pid: i32, sig: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn model_threads_follow_the_cpu_limit() {
+        let with = |resources: Value, env: Value| {
+            let template = json!({"spec": {"containers": [{
+                "image": "kserve/huggingfaceserver:latest",
+                "args": ["--model_name=fbopt", "--model_id=facebook/opt-125m"],
+                "resources": resources, "env": env}]}});
+            launch_for(&template, 1, Path::new("t"), Path::new("/c"))
+                .unwrap()
+                .env
+                .into_iter()
+                .find(|(k, _)| k == "RAYON_NUM_THREADS")
+                .map(|(_, v)| v)
+        };
+        // The seed's huggingface container: limits.cpu "1".
+        assert_eq!(
+            with(
+                json!({"limits": {"cpu": "1"}, "requests": {"cpu": "1"}}),
+                json!([])
+            )
+            .as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            with(json!({"limits": {"cpu": "1500m"}}), json!([])).as_deref(),
+            Some("2")
+        );
+        assert_eq!(
+            with(json!({"requests": {"cpu": "250m"}}), json!([])).as_deref(),
+            Some("1")
+        );
+        assert_eq!(with(json!({}), json!([])), None);
+        // The user's own setting wins.
+        assert_eq!(
+            with(
+                json!({"limits": {"cpu": "4"}}),
+                json!([{"name": "RAYON_NUM_THREADS", "value": "2"}])
+            )
+            .as_deref(),
+            Some("2")
+        );
+    }
 
     #[test]
     fn native_runtimes_run_as_tidal_serve() {
