@@ -19,7 +19,7 @@
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -92,9 +92,16 @@ pub struct Finished {
 #[derive(Debug)]
 pub struct TokenStream {
     rx: tokio_mpsc::UnboundedReceiver<Event>,
+    stopped: Arc<AtomicBool>,
 }
 
 impl TokenStream {
+    /// Ends the request because the caller found what it was waiting for (a stop string):
+    /// the engine drops it like a cancellation but counts it as finished with `stop`.
+    pub fn finish_as_stopped(self) {
+        self.stopped.store(true, Ordering::Relaxed);
+    }
+
     /// The next event; `None` only if the engine stopped.
     pub async fn next(&mut self) -> Option<Event> {
         self.rx.recv().await
@@ -161,6 +168,7 @@ pub struct Engine {
 struct Submission {
     request: GenerateRequest,
     tx: tokio_mpsc::UnboundedSender<Event>,
+    stopped: Arc<AtomicBool>,
     arrived: Instant,
 }
 
@@ -245,16 +253,18 @@ impl Engine {
         }
         let (tx, rx) = tokio_mpsc::unbounded_channel();
         self.gauges.waiting.fetch_add(1, Ordering::Relaxed);
+        let stopped = Arc::new(AtomicBool::new(false));
         let submission = Submission {
             request,
             tx,
+            stopped: stopped.clone(),
             arrived: Instant::now(),
         };
         if self.tx.send(submission).is_err() {
             self.gauges.waiting.fetch_sub(1, Ordering::Relaxed);
             return Err(Error::Config("the engine has stopped".to_owned()));
         }
-        Ok(TokenStream { rx })
+        Ok(TokenStream { rx, stopped })
     }
 
     /// Current running/waiting counts and KV cache usage.
@@ -286,12 +296,27 @@ impl Engine {
 /// Cache tokens a request may fill: its prompt plus everything it may
 /// generate, capped by the context window.
 fn reservation(request: &GenerateRequest, max_context: usize) -> usize {
-    (request.prompt.len() + request.params.max_tokens).min(max_context)
+    request
+        .prompt
+        .len()
+        .saturating_add(request.params.max_tokens)
+        .min(max_context)
+}
+
+/// How a request whose client dropped its stream ended.
+fn cancel_reason(stopped: &AtomicBool) -> &'static str {
+    if stopped.load(Ordering::Relaxed) {
+        "stop"
+    } else {
+        "abort"
+    }
 }
 
 /// A request in the running batch.
 struct Running<C> {
     tx: tokio_mpsc::UnboundedSender<Event>,
+    /// Set when the client ended the request on a stop string of its own.
+    stopped: Arc<AtomicBool>,
     cache: C,
     sampler: Sampler,
     params: SamplingParams,
@@ -348,17 +373,20 @@ impl<M: CausalLm> Scheduler<M> {
 
     /// Forgets requests whose client dropped its stream.
     fn drop_cancelled(&mut self) {
-        let before = self.waiting.len();
-        self.waiting.retain(|s| !s.tx.is_closed());
-        for _ in self.waiting.len()..before {
-            self.observer.finished("abort", Duration::ZERO);
-        }
+        let observer = &self.observer;
+        self.waiting.retain(|s| {
+            if s.tx.is_closed() {
+                observer.finished(cancel_reason(&s.stopped), s.arrived.elapsed());
+            }
+            !s.tx.is_closed()
+        });
         let mut i = 0;
         while i < self.running.len() {
             if self.running[i].tx.is_closed() {
                 let seq = self.running.swap_remove(i);
                 self.reserved_tokens -= seq.reserved;
-                self.observer.finished("abort", seq.arrived.elapsed());
+                self.observer
+                    .finished(cancel_reason(&seq.stopped), seq.arrived.elapsed());
             } else {
                 i += 1;
             }
@@ -393,6 +421,7 @@ impl<M: CausalLm> Scheduler<M> {
             let Submission {
                 request,
                 tx,
+                stopped,
                 arrived,
             } = submission;
             let sampler = match Sampler::new(&request.params) {
@@ -415,6 +444,7 @@ impl<M: CausalLm> Scheduler<M> {
             self.reserved_tokens += reserve;
             self.running.push(Running {
                 tx,
+                stopped,
                 cache: self.model.new_cache(),
                 sampler,
                 params: request.params,
@@ -494,7 +524,7 @@ impl<M: CausalLm> Scheduler<M> {
             seq.last_token_at = Some(now);
             seq.generated += 1;
             if seq.tx.send(Event::Token(token)).is_err() {
-                finished.push((i, "abort", None));
+                finished.push((i, cancel_reason(&seq.stopped), None));
                 continue;
             }
             let cached = seq.prompt_tokens + seq.generated - 1;

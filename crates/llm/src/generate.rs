@@ -109,7 +109,8 @@ impl Sampler {
         if logits.iter().any(|x| x.is_nan()) {
             return Err(Error::InvalidInput("logits contain NaN".to_owned()));
         }
-        if self.params.temperature == 0.0 {
+        // Below vLLM's sampling epsilon, 1/t overflows; such temperatures mean greedy.
+        if self.params.temperature < 1e-5 {
             return Ok(argmax(logits));
         }
         // Temperature, then top-k, then top-p (transformers' warper order).

@@ -266,6 +266,11 @@ fn seeded_sampling_is_reproducible_across_batches() {
         }
     };
     let first = run(&mut engine.submit(sampled(7)).unwrap()).0;
+    // A temperature too small to divide by is greedy (vLLM's epsilon), not garbage.
+    let mut tiny = sampled(7);
+    tiny.params.temperature = 1e-300;
+    let greedy_ids = run(&mut engine.submit(greedy(vec![2, 285, 268], 15)).unwrap()).0;
+    assert_eq!(run(&mut engine.submit(tiny).unwrap()).0, greedy_ids);
     let mut a = engine.submit(sampled(7)).unwrap();
     let mut b = engine.submit(sampled(8)).unwrap();
     assert_eq!(run(&mut a).0, first);

@@ -114,6 +114,13 @@ impl TextGenerator {
         self.engine.max_context()
     }
 
+    /// The most tokens one request can hold (prompt plus output): the context window, or the
+    /// whole KV cache if that is smaller. What "as many as fit" means for a chat request
+    /// without `max_tokens`.
+    pub fn token_budget(&self) -> usize {
+        self.engine.max_context().min(self.engine.capacity_tokens())
+    }
+
     /// Token ids of a prompt; `param` names the request field for errors.
     pub fn encode(&self, prompt: &Prompt, param: &str) -> Result<Vec<u32>, GenerateError> {
         let ids = match prompt {
@@ -184,7 +191,7 @@ impl TextGenerator {
         stop: Vec<String>,
     ) -> Result<TextStream, GenerateError> {
         let context = self.engine.max_context();
-        if prompt.len() + params.max_tokens > context {
+        if prompt.len().saturating_add(params.max_tokens) > context {
             return Err(GenerateError::invalid(
                 "max_tokens",
                 format!(
@@ -313,6 +320,11 @@ impl TextStream {
                     {
                         self.text = all;
                     }
+                    // The last tokens may complete a stop string only now.
+                    if let Some(at) = self.first_stop() {
+                        self.text.truncate(at);
+                        return Some(Ok(self.finish("stop")));
+                    }
                     let finish_reason = match f.reason {
                         FinishReason::Stop(_) => "stop",
                         FinishReason::Length => "length",
@@ -365,7 +377,9 @@ impl TextStream {
         self.text = decoded;
         if let Some(at) = self.first_stop() {
             self.text.truncate(at);
-            self.tokens = None; // cancels the engine request
+            if let Some(tokens) = self.tokens.take() {
+                tokens.finish_as_stopped();
+            }
             return Some(Ok(self.finish("stop")));
         }
         let hold = self.stop_prefix_len();

@@ -196,6 +196,21 @@ async fn stop_strings_end_the_text_before_them() {
     let at = full.find(" Pa").unwrap();
     assert_eq!(body["choices"][0]["text"], &full[..at]);
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    // The engine learns of the stop string when the stream is dropped; it counts a stop, not
+    // an abort.
+    let counted = "vllm:request_success_total{model_name=\"fbopt\",finished_reason=\"stop\"} 1";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, metrics) = call(&app, "GET", "/metrics", Value::Null).await;
+        if metrics.contains(counted) {
+            assert!(metrics.contains(
+                "vllm:request_success_total{model_name=\"fbopt\",finished_reason=\"abort\"} 0"
+            ));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
@@ -245,6 +260,30 @@ async fn chat_completions_apply_the_models_template() {
         streamed,
         body["choices"][0]["message"]["content"].as_str().unwrap()
     );
+    // Without max_tokens a chat may fill what one request can hold: the context window
+    // (64), or the KV cache when that is smaller, instead of being refused.
+    let per_token = 2 * 2 * 32 * 4; // layers x (K, V) x hidden x f32 of the fixture
+    let small = huggingface::load(
+        "fbopt",
+        &dir,
+        &LlmOptions {
+            kv_cache_bytes: 40 * per_token,
+            ..LlmOptions::default()
+        },
+    )
+    .unwrap();
+    let small = tidal_modelserver::app(Arc::new(DataPlane::with_generators(
+        vec![],
+        vec![Arc::new(small)],
+    )));
+    let (status, body) = post(
+        &small,
+        "/openai/v1/chat/completions",
+        json!({"model": "fbopt", "messages": [{"role": "user", "content": "Hi"}], "temperature": 0, "ignore_eos": true}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["usage"]["total_tokens"], 40);
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -293,6 +332,18 @@ async fn bad_requests_get_openai_errors_naming_the_field() {
             StatusCode::BAD_REQUEST,
             Some("max_tokens"),
             "maximum context length is 64",
+        ),
+        (
+            json!({"model": "fbopt", "prompt": "x", "max_tokens": u64::MAX}),
+            StatusCode::BAD_REQUEST,
+            Some("max_tokens"),
+            "maximum context length is 64",
+        ),
+        (
+            json!({"model": "fbopt", "prompt": "x", "stop": vec!["a"; 17]}),
+            StatusCode::BAD_REQUEST,
+            Some("stop"),
+            "at most 16 stop strings",
         ),
         (
             json!({"model": "fbopt", "prompt": [2, 9999]}),

@@ -222,6 +222,15 @@ impl Sampling {
             OneOrMany::One(s) => vec![s.clone()],
             OneOrMany::Many(v) => v.clone(),
         });
+        // Every generated token is checked against every stop string; keep that bounded.
+        if stop.len() > MAX_STOP_STRINGS || stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(OpenAiError::invalid(
+                Some("stop"),
+                format!(
+                    "at most {MAX_STOP_STRINGS} stop strings of at most {MAX_STOP_BYTES} bytes each"
+                ),
+            ));
+        }
         let params = SamplingParams {
             temperature,
             top_k,
@@ -240,6 +249,10 @@ impl Sampling {
             .is_some_and(|o| o.include_usage)
     }
 }
+
+/// Bounds on `stop` (OpenAI allows 4 strings; vLLM any number).
+const MAX_STOP_STRINGS: usize = 16;
+const MAX_STOP_BYTES: usize = 256;
 
 fn random_seed() -> u64 {
     let id = new_request_id().replace('-', "");
@@ -490,7 +503,7 @@ async fn chat_inner(dp: &DataPlane, body: &Bytes) -> Result<Response, OpenAiErro
     let max_tokens = req
         .max_completion_tokens
         .or(req.max_tokens)
-        .unwrap_or_else(|| generator.max_context().saturating_sub(ids.len()));
+        .unwrap_or_else(|| generator.token_budget().saturating_sub(ids.len()));
     let (params, stop) = req.sampling.params(max_tokens)?;
     let stream = generator.generate(ids, params, stop)?;
     let id = new_id("chatcmpl");

@@ -116,10 +116,11 @@ fn resolve_in(
     dirs: &[PathBuf],
 ) -> Result<PathBuf, LoadError> {
     let as_path = Path::new(model_id);
-    if as_path.is_dir() {
+    if as_path.is_dir() || gguf_file(as_path).is_some() {
         return Ok(as_path.to_path_buf());
     }
     let folder = format!("models--{}", model_id.replace('/', "--"));
+    let explicit_revision = revision.is_some();
     let revision = revision.unwrap_or("main");
     for cache in dirs {
         let repo = cache.join(&folder);
@@ -134,7 +135,11 @@ fn resolve_in(
         if snapshot.is_dir() {
             return Ok(snapshot);
         }
-        // No ref: a cache holding exactly one snapshot is unambiguous.
+        // No ref: a cache holding exactly one snapshot is unambiguous, unless the user asked
+        // for a revision that is not it.
+        if explicit_revision {
+            continue;
+        }
         let entries: Vec<PathBuf> = std::fs::read_dir(&snapshots)
             .map(|rd| {
                 rd.flatten()
@@ -168,22 +173,31 @@ fn read_json(path: &Path) -> Result<Value, LoadError> {
     })
 }
 
-/// The GGUF file at `path` or the only one in the folder `path`.
-fn gguf_file(path: &Path) -> Option<PathBuf> {
+/// The GGUF file `path`, or the GGUF files in the folder `path`.
+fn gguf_files(path: &Path) -> Vec<PathBuf> {
+    let is_gguf = |p: &Path| p.extension().is_some_and(|e| e == "gguf");
     if path.is_file() {
-        return path
-            .extension()
-            .is_some_and(|e| e == "gguf")
-            .then(|| path.to_path_buf());
+        return if is_gguf(path) {
+            vec![path.to_path_buf()]
+        } else {
+            vec![]
+        };
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir(path)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
-        .collect();
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| is_gguf(p))
+                .collect()
+        })
+        .unwrap_or_default();
     found.sort();
-    found.into_iter().next()
+    found
+}
+
+/// Whether `path` is or holds a GGUF file.
+fn gguf_file(path: &Path) -> Option<PathBuf> {
+    gguf_files(path).into_iter().next()
 }
 
 /// A token's text in `tokenizer_config.json` (a string or `{"content": ...}`).
@@ -236,8 +250,17 @@ fn folder_eos_ids(dir: &Path, config: &Value) -> Vec<u32> {
 /// Loads the generative model in `path` (a folder or a `.gguf` file) and starts serving it
 /// as `name`.
 pub fn load(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerator, LoadError> {
-    if let Some(gguf) = gguf_file(path) {
-        return load_gguf(name, &gguf, options);
+    match gguf_files(path).as_slice() {
+        [] => {}
+        [gguf] => return load_gguf(name, gguf, options),
+        several => {
+            let names: Vec<String> = several.iter().map(|p| p.display().to_string()).collect();
+            return Err(LoadError::Unsupported(format!(
+                "{} holds several GGUF files ({}); split GGUF models are not supported, so point --model_dir at one file",
+                path.display(),
+                names.join(", ")
+            )));
+        }
     }
     let config = read_json(&path.join("config.json"))?;
     let model_type = config["model_type"].as_str().unwrap_or_default();
@@ -371,6 +394,8 @@ mod tests {
         let dirs = [home.join("nowhere"), home.join("hub")];
         let found = resolve_in("facebook/opt-125m", None, &dirs);
         assert_eq!(found.unwrap(), repo.join("snapshots").join("abc123"));
+        // An explicit revision that is not there is an error, not another snapshot.
+        assert!(resolve_in("facebook/opt-125m", Some("v9"), &dirs).is_err());
         let missing = resolve_in("facebook/opt-350m", None, &dirs)
             .unwrap_err()
             .to_string();
