@@ -340,6 +340,12 @@ async fn bad_requests_get_openai_errors_naming_the_field() {
             "maximum context length is 64",
         ),
         (
+            json!({"model": "fbopt", "prompt": "x", "max_tokens": 0}),
+            StatusCode::BAD_REQUEST,
+            Some("max_tokens"),
+            "at least 1",
+        ),
+        (
             json!({"model": "fbopt", "prompt": "x", "stop": vec!["a"; 17]}),
             StatusCode::BAD_REQUEST,
             Some("stop"),

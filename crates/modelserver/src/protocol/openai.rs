@@ -177,6 +177,12 @@ struct Sampling {
 impl Sampling {
     /// The engine's parameters; `max_tokens` is filled in by the caller.
     fn params(&self, max_tokens: usize) -> Result<(SamplingParams, Vec<String>), OpenAiError> {
+        if max_tokens == 0 {
+            return Err(OpenAiError::invalid(
+                Some("max_tokens"),
+                "max_tokens must be at least 1, got 0",
+            ));
+        }
         if self.n.is_some_and(|n| n != 1) {
             return Err(OpenAiError::invalid(
                 Some("n"),
@@ -617,29 +623,34 @@ fn sse_events(
     let merged = futures::stream::select_all(per_stream);
     let render = Arc::new(render);
     let mut usages: Vec<Usage> = Vec::with_capacity(count);
-    let mut failed = false;
-    let body = merged.filter_map(move |item| {
-        let out = match item {
-            Item::Piece(_, Piece::Text(t)) if t.is_empty() => None,
-            Item::Piece(index, piece) => {
-                let v = render(index, piece);
-                (!v.is_null()).then(|| SseEvent::default().data(v.to_string()))
+    // `scan` ends the stream after an error chunk, which drops (and so cancels) the other
+    // prompts' generations; `None` items inside are pieces with nothing to send.
+    let body = merged
+        .scan(false, move |failed, item| {
+            if *failed {
+                return futures::future::ready(None);
             }
-            Item::Failed(e) if !failed => {
-                failed = true;
-                Some(SseEvent::default().data(OpenAiError::from(e).body().to_string()))
-            }
-            Item::Failed(_) => None,
-            Item::Usage(u) => {
-                usages.push(u);
-                (include_usage && usages.len() == count).then(|| {
-                    SseEvent::default()
-                        .data(render(0, Piece::Usage(usage_json(&usages))).to_string())
-                })
-            }
-        };
-        futures::future::ready(out.map(Ok))
-    });
+            let out = match item {
+                Item::Piece(_, Piece::Text(t)) if t.is_empty() => None,
+                Item::Piece(index, piece) => {
+                    let v = render(index, piece);
+                    (!v.is_null()).then(|| SseEvent::default().data(v.to_string()))
+                }
+                Item::Failed(e) => {
+                    *failed = true;
+                    Some(SseEvent::default().data(OpenAiError::from(e).body().to_string()))
+                }
+                Item::Usage(u) => {
+                    usages.push(u);
+                    (include_usage && usages.len() == count).then(|| {
+                        SseEvent::default()
+                            .data(render(0, Piece::Usage(usage_json(&usages))).to_string())
+                    })
+                }
+            };
+            futures::future::ready(Some(out))
+        })
+        .filter_map(|out| futures::future::ready(out.map(Ok)));
     body.chain(futures::stream::once(futures::future::ready(Ok(
         SseEvent::default().data("[DONE]"),
     ))))
