@@ -7,20 +7,10 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TIDAL: &str = env!("CARGO_BIN_EXE_tidal");
+mod support;
+use support::free_port_pair;
 
-fn free_port() -> u16 {
-    loop {
-        let p = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
-}
+const TIDAL: &str = env!("CARGO_BIN_EXE_tidal");
 
 fn tidal(port: u16, args: &[&str], stdin: Option<&str>) -> String {
     use std::io::Write;
@@ -72,7 +62,7 @@ fn cpu_load_through_the_gateway_scales_out_and_back() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let data = std::env::temp_dir().join(format!("tidal-autoscale-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let port = free_port();
+    let port = free_port_pair();
     let gateway = port + 1;
     let mut daemon = Command::new(TIDAL)
         .args([

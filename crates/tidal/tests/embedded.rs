@@ -7,24 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::free_port_pair;
+
 const TIDAL: &str = env!("CARGO_BIN_EXE_tidal");
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A free port whose successor (the gateway's, see [`gateway_port`]) is free too.
-fn free_port() -> u16 {
-    loop {
-        let p = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
-            return p;
-        }
-    }
 }
 
 struct Daemon {
@@ -197,7 +186,7 @@ fn replica_processes(data: &Path) -> usize {
 fn seed_inference_service_on_the_embedded_daemon() {
     let data = std::env::temp_dir().join(format!("tidal-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let port = free_port();
+    let port = free_port_pair();
     let daemon = Daemon::start(&data, port);
 
     // The seed's YAML with only storageUri pointed at a local model.

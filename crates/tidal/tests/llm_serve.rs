@@ -9,15 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const TIDAL: &str = env!("CARGO_BIN_EXE_tidal");
+mod support;
+use support::free_port;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+const TIDAL: &str = env!("CARGO_BIN_EXE_tidal");
 
 /// A Hugging Face hub cache holding `facebook/opt-125m` at commit `0123abc`, as
 /// `huggingface-cli download` lays it out.
