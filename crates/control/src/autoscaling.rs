@@ -89,22 +89,13 @@ impl Autoscaler {
                 continue;
             };
             for raw in objects {
-                let ns = raw
-                    .pointer("/metadata/namespace")
-                    .and_then(Value::as_str)
-                    .unwrap_or("default")
-                    .to_string();
-                let name = raw
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
+                let (ns, name) = tidal_store::namespace_and_name(&raw);
                 let key = format!("{}/{ns}/{name}", r.kind);
                 seen.push(key.clone());
                 let result = if r == HPA {
-                    self.poll_hpa(&key, &ns, &name, &raw)
+                    self.poll_hpa(&key, ns, name, &raw)
                 } else {
-                    self.poll(&key, &ns, &name, &raw)
+                    self.poll(&key, ns, name, &raw)
                 };
                 if let Err(e) = result {
                     tracing::debug!(object = key, error = %e, "Autoscaler poll failed");

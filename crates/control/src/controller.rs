@@ -67,17 +67,8 @@ impl Controller {
             return;
         };
         for i in items {
-            let ns = i
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-                .to_string();
-            let name = i
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            self.reconcile_logged(&ns, &name);
+            let (ns, name) = tidal_store::namespace_and_name(&i);
+            self.reconcile_logged(ns, name);
         }
     }
 

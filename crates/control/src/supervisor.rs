@@ -265,17 +265,8 @@ impl Supervisor {
                     signal(pid, "KILL");
                 }
             }
-            let ns = p
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-                .to_string();
-            let name = p
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            let _ = self.store.delete(POD, Some(&ns), &name);
+            let (ns, name) = tidal_store::namespace_and_name(&p);
+            let _ = self.store.delete(POD, Some(ns), name);
         }
     }
 
@@ -322,16 +313,8 @@ impl Supervisor {
         };
         let mut wanted: BTreeMap<(String, String), (i64, String, Value, Value)> = BTreeMap::new();
         for d in &deployments {
-            let ns = d
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default")
-                .to_string();
-            let name = d
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+            let (ns, name) = tidal_store::namespace_and_name(d);
+            let (ns, name) = (ns.to_string(), name.to_string());
             let replicas = d
                 .pointer("/spec/replicas")
                 .and_then(Value::as_i64)

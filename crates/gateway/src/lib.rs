@@ -175,14 +175,7 @@ impl Gateway {
         let mut routes = Routes::default();
         let mut live = HashMap::new();
         for isvc in &isvcs {
-            let ns = isvc
-                .pointer("/metadata/namespace")
-                .and_then(Value::as_str)
-                .unwrap_or("default");
-            let name = isvc
-                .pointer("/metadata/name")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let (ns, name) = tidal_store::namespace_and_name(isvc);
             let key = format!("{ns}/{name}");
             let front = if isvc.pointer("/spec/transformer").is_some() {
                 "transformer"

@@ -647,6 +647,16 @@ fn strip_rv(v: &Value) -> Value {
     v
 }
 
+/// An object's namespace (`default` when it has none) and name, as the controllers key
+/// objects.
+pub fn namespace_and_name(object: &Value) -> (&str, &str) {
+    let field = |path| object.pointer(path).and_then(Value::as_str);
+    (
+        field("/metadata/namespace").unwrap_or("default"),
+        field("/metadata/name").unwrap_or_default(),
+    )
+}
+
 /// Five (or `n`) characters from Kubernetes' name-suffix alphabet (no vowels, no look-alikes).
 pub fn random_suffix(n: usize) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";

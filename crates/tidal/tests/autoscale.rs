@@ -8,29 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::free_port_pair;
+use support::{free_port_pair, tidal_stdout as tidal};
 
 const TIDAL: &str = env!("CARGO_BIN_EXE_tidal");
-
-fn tidal(port: u16, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new(TIDAL)
-        .args(args)
-        .env("TIDAL_SERVER", format!("http://127.0.0.1:{port}"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.unwrap_or_default().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn replicas(port: u16) -> (u32, u32) {
     let out = tidal(
