@@ -1,4 +1,4 @@
-//! Decode throughput of [`QuantizedLlama`]: one stream versus a batch of
+//! Decode throughput of [`Llama`]: one stream versus a batch of
 //! streams advanced together, as the batching engine does.
 //!
 //! ```text
@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use tidal_llm::{CausalLm, LlamaCache, QuantizedLlama, SeqStep, Tokenizer, WeightPrep};
+use tidal_llm::{CausalLm, Llama, LlamaCache, SeqStep, Tokenizer, WeightPrep};
 
 fn argmax(xs: &[f32]) -> u32 {
     let mut best = 0;
@@ -29,7 +29,7 @@ fn argmax(xs: &[f32]) -> u32 {
 
 /// Runs `n` greedy decode steps over all `caches` at once; returns seconds.
 fn decode(
-    model: &QuantizedLlama,
+    model: &Llama,
     caches: &mut [LlamaCache],
     mut next: Vec<u32>,
     n: usize,
@@ -54,7 +54,7 @@ fn decode(
 /// Prefills one prompt per cache in a single step; returns the first tokens
 /// and the seconds taken.
 fn prefill(
-    model: &QuantizedLlama,
+    model: &Llama,
     caches: &mut [LlamaCache],
     prompts: &[Vec<u32>],
 ) -> tidal_llm::Result<(Vec<u32>, f64)> {
@@ -105,7 +105,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let t0 = Instant::now();
-    let model = QuantizedLlama::load_with(&path, prep)?;
+    let model = Llama::load_with(&path, prep)?;
     let tokenizer = Tokenizer::from_gguf(&path)?;
     println!(
         "loaded {} ({prep:?}) in {:.2}s",

@@ -4,7 +4,7 @@
 //! A GGUF file carries everything a server needs (weights, vocabulary,
 //! merges, special tokens, chat template), so a single path is enough to
 //! serve it. Only the header is parsed here; tensors are read by
-//! [`crate::llama::QuantizedLlama::load`].
+//! [`crate::llama::Llama::load`].
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -1,7 +1,9 @@
 //! LLM inference for Tidal: OPT (`facebook/opt-*`) on [candle], matching
-//! Hugging Face transformers numerically, and quantized Llama-family models
-//! from a single GGUF file ([`llama`], tokenizer and chat template from its
-//! metadata via [`gguf`]) that batch sequences at different positions.
+//! Hugging Face transformers numerically, and Llama-family models
+//! ([`llama`]: Llama, SmolLM, Mistral, Qwen2) that batch sequences at
+//! different positions, from a single GGUF file (tokenizer and chat template
+//! from its metadata via [`gguf`]) or a transformers checkpoint folder
+//! ([`transformers`]).
 //!
 //! # Why a hand-written OPT
 //!
@@ -56,6 +58,7 @@ pub mod llama;
 pub mod lm;
 pub mod opt;
 pub mod tokenizer;
+pub mod transformers;
 
 pub use chat::{ChatMessage, ChatTemplate};
 pub use engine::{
@@ -65,7 +68,7 @@ pub use engine::{
 pub use error::{Error, Result};
 pub use generate::{FinishReason, Generation, Sampler, SamplingParams, generate};
 pub use gguf::GgufInfo;
-pub use llama::{LlamaCache, LlamaConfig, QuantizedLlama, WeightPrep};
+pub use llama::{Architecture, Llama, LlamaCache, LlamaConfig, RopeStyle, WeightPrep};
 pub use lm::{CausalLm, SeqStep};
 pub use opt::{Cache, Opt, OptConfig};
 pub use tokenizer::Tokenizer;

@@ -1,12 +1,16 @@
-//! Quantized Llama-family decoders (GGUF weights) that batch ragged steps.
+//! Llama-family decoders (Llama, SmolLM, Mistral, Qwen2) that batch ragged
+//! steps, from a GGUF file (quantized) or a transformers checkpoint folder
+//! (safetensors, computed in f32; see [`crate::transformers`]).
 //!
-//! # Why not `candle-transformers`' `quantized_llama`
+//! # Why not `candle-transformers`' `llama` and `quantized_llama`
 //!
-//! That model keeps one KV cache inside the model, so every row of a batch
+//! Those models keep one KV cache inside the model, so every row of a batch
 //! must sit at the same position. A continuous-batching engine mixes a fresh
 //! prompt with sequences that are hundreds of tokens in, so here the cache
-//! belongs to the sequence ([`LlamaCache`]) and [`QuantizedLlama`] is
-//! stateless and shared.
+//! belongs to the sequence ([`LlamaCache`]) and [`Llama`] is stateless and
+//! shared. Both file formats load into the same model: a checkpoint's
+//! tensors are read under their GGUF names, and RoPE follows the file's
+//! pair layout ([`RopeStyle`]).
 //!
 //! # How a step runs
 //!
@@ -39,30 +43,43 @@
 //! decode step carries many sequences.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
-use candle_core::quantized::{QMatMul, QStorage, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::{Error, Result};
 use crate::gguf::{self, GgufInfo, meta_opt_f32, meta_opt_usize, meta_str, meta_usize};
 use crate::lm::{CausalLm, SeqStep};
+use crate::transformers;
 
 /// KV caches grow in multiples of this many positions.
 const CACHE_CHUNK: usize = 64;
 
-/// Supported `general.architecture` values.
+/// Supported architectures (`general.architecture` in GGUF, `model_type`
+/// in `config.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
-    /// Llama 1/2/3, SmolLM, Mistral-style dense models. llama.cpp permutes
-    /// Q/K so RoPE rotates interleaved pairs.
+    /// Llama 1/2/3, SmolLM, Mistral-style dense models.
     Llama,
-    /// Qwen2: Llama's layout plus Q/K/V biases; RoPE rotates halves.
+    /// Qwen2: Llama's layout plus Q/K/V biases.
     Qwen2,
+}
+
+/// Which dimensions of a head RoPE rotates together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RopeStyle {
+    /// Adjacent pairs `(2i, 2i + 1)`: Llama GGUF files, whose converter
+    /// permuted the Q/K rows so that llama.cpp rotates this way.
+    Interleaved,
+    /// Pairs `(i, i + head_dim / 2)`, transformers' `rotate_half`:
+    /// transformers checkpoints and Qwen2 GGUF files.
+    Halves,
 }
 
 /// Hyper-parameters read from the GGUF header.
@@ -70,6 +87,8 @@ pub enum Architecture {
 pub struct LlamaConfig {
     /// The architecture.
     pub architecture: Architecture,
+    /// How the Q/K rows pair up for RoPE.
+    pub rope_style: RopeStyle,
     /// Number of decoder blocks.
     pub n_layer: usize,
     /// Hidden size.
@@ -150,6 +169,10 @@ pub enum WeightPrep {
     /// Q5_x run on candle's scalar code (SmolLM2 Q4_1 decodes 1.6x slower
     /// than `Fast` for one sequence, 3.5x for eight).
     AsStored,
+    /// Dequantize every matrix to f32 (activations are not quantized
+    /// either): what a transformers checkpoint of the same weights computes.
+    /// A reference for tests; several times slower and 4-8x the memory.
+    Dequantized,
 }
 
 /// What a [`WeightPrep`] means on this CPU.
@@ -177,7 +200,10 @@ impl Prep {
         let dtype = t.dtype();
         let scalar_only = matches!(dtype, G::Q4_1 | G::Q5_0 | G::Q5_1);
         let (to_q8, pad) = match self.prep {
-            WeightPrep::AsStored => (false, false),
+            WeightPrep::Dequantized if dtype != G::F32 => {
+                return Ok(QTensor::quantize(&t.dequantize(device)?, G::F32)?);
+            }
+            WeightPrep::AsStored | WeightPrep::Dequantized => (false, false),
             WeightPrep::Faithful => (scalar_only, false),
             WeightPrep::Fast => {
                 let padded = self.vnni && n % 16 == 0 && matches!(dtype, G::Q4_0 | G::Q8_0);
@@ -193,8 +219,8 @@ impl Prep {
     }
 }
 
-/// A quantized matrix (several fused along the output dimension) and its
-/// bias. Its input may be zero-padded to `k_in` columns (see [`WeightPrep`]).
+/// A (possibly quantized) matrix, several fused along the output dimension,
+/// and its bias. Its input may be zero-padded to `k_in` columns (see [`WeightPrep`]).
 #[derive(Debug)]
 struct Linear {
     w: QMatMul,
@@ -240,12 +266,12 @@ struct Block {
     down: Linear,
 }
 
-/// A Llama-family model from a GGUF file, shared by all sequences; see the
-/// module docs.
+/// A Llama-family model, shared by all sequences; see the module docs.
 #[derive(Debug)]
-pub struct QuantizedLlama {
+pub struct Llama {
     config: LlamaConfig,
-    info: GgufInfo,
+    /// The GGUF header, when loaded from one.
+    info: Option<GgufInfo>,
     embed: Arc<QTensor>,
     blocks: Vec<Block>,
     norm: Tensor,
@@ -256,26 +282,63 @@ pub struct QuantizedLlama {
     device: Device,
 }
 
-/// Reads tensors of one GGUF file, naming the file in errors.
+/// Where tensors come from.
+enum Source<'a> {
+    Gguf {
+        content: &'a Content,
+        reader: BufReader<File>,
+    },
+    /// A checkpoint's tensors under their transformers names.
+    Transformers(HashMap<String, Tensor>),
+}
+
+/// Reads tensors by their GGUF names, naming the file and the tensor (as the
+/// file names it) in errors.
 struct TensorReader<'a> {
     path: &'a Path,
-    content: &'a Content,
-    reader: BufReader<File>,
+    source: Source<'a>,
     device: Device,
 }
 
 impl TensorReader<'_> {
-    fn has(&self, name: &str) -> bool {
-        self.content.tensor_infos.contains_key(name)
+    /// The name `name` has in the file.
+    fn file_name(&self, name: &str) -> String {
+        match self.source {
+            Source::Gguf { .. } => name.to_owned(),
+            Source::Transformers(_) => transformers::tensor_name(name),
+        }
     }
 
+    fn has(&self, name: &str) -> bool {
+        match &self.source {
+            Source::Gguf { content, .. } => content.tensor_infos.contains_key(name),
+            Source::Transformers(t) => t.contains_key(&transformers::tensor_name(name)),
+        }
+    }
+
+    /// Checkpoint tensors (any float dtype) become f32 "quantized" tensors,
+    /// which candle multiplies with its dense kernels.
     fn q(&mut self, name: &str) -> Result<QTensor> {
-        self.content
-            .tensor(&mut self.reader, name, &self.device)
-            .map_err(|source| Error::Weights {
-                path: self.path.to_owned(),
-                source,
-            })
+        match &mut self.source {
+            Source::Gguf { content, reader } => {
+                content
+                    .tensor(reader, name, &self.device)
+                    .map_err(|source| Error::Weights {
+                        path: self.path.to_owned(),
+                        source,
+                    })
+            }
+            Source::Transformers(tensors) => {
+                let file_name = transformers::tensor_name(name);
+                let t = tensors.remove(&file_name).ok_or_else(|| {
+                    Error::Config(format!(
+                        "tensor {file_name} is missing from {}",
+                        self.path.display()
+                    ))
+                })?;
+                Ok(QTensor::quantize(&t.to_dtype(DType::F32)?, GgmlDType::F32)?)
+            }
+        }
     }
 
     /// A tensor with a known shape (`[out, in]` for matrices).
@@ -283,7 +346,8 @@ impl TensorReader<'_> {
         let t = self.q(name)?;
         if t.shape().dims() != dims {
             return Err(Error::Config(format!(
-                "tensor {name} has shape {:?}, expected {dims:?}",
+                "tensor {} has shape {:?}, expected {dims:?}",
+                self.file_name(name),
                 t.shape().dims()
             )));
         }
@@ -350,7 +414,7 @@ fn cat_bias(
     Ok(Some(Tensor::cat(&parts, 0)?))
 }
 
-impl QuantizedLlama {
+impl Llama {
     /// Loads a `.gguf` file (architecture `llama` or `qwen2`) with
     /// [`WeightPrep::Fast`].
     pub fn load(path: &Path) -> Result<Self> {
@@ -359,17 +423,60 @@ impl QuantizedLlama {
 
     /// Loads a `.gguf` file, preparing weight matrices as `prep` says.
     pub fn load_with(path: &Path, prep: WeightPrep) -> Result<Self> {
-        let prep = Prep::new(prep);
         let (content, reader) = gguf::read_content(path)?;
         let info = GgufInfo::from_content(&content)?;
         let config = config_from_gguf(&content, &info)?;
-        let device = Device::Cpu;
         let mut r = TensorReader {
             path,
-            content: &content,
-            reader,
-            device: device.clone(),
+            source: Source::Gguf {
+                content: &content,
+                reader,
+            },
+            device: Device::Cpu,
         };
+        // Llama 3.1+ stores per-frequency RoPE divisors in `rope_freqs.weight`.
+        let freq_factors = match r.has("rope_freqs.weight") {
+            true => Some(
+                r.dense("rope_freqs.weight", &[config.head_dim / 2])?
+                    .to_vec1::<f32>()?,
+            ),
+            false => None,
+        };
+        Self::build(config, Some(info), &mut r, Prep::new(prep), freq_factors)
+    }
+
+    /// Loads a transformers checkpoint folder of a Llama, Mistral or Qwen2
+    /// model (`config.json` and safetensors, any float dtype), computed in
+    /// f32 as transformers does on CPU.
+    pub fn load_transformers(dir: &Path) -> Result<Self> {
+        let checkpoint = transformers::read_llama_config(dir)?;
+        let device = Device::Cpu;
+        let mut tensors = transformers::read_safetensors(dir, &device)?;
+        if checkpoint.tie_word_embeddings {
+            tensors.remove("lm_head.weight");
+        }
+        let mut r = TensorReader {
+            path: dir,
+            source: Source::Transformers(tensors),
+            device,
+        };
+        Self::build(
+            checkpoint.config,
+            None,
+            &mut r,
+            Prep::new(WeightPrep::AsStored),
+            checkpoint.freq_factors,
+        )
+    }
+
+    fn build(
+        config: LlamaConfig,
+        info: Option<GgufInfo>,
+        r: &mut TensorReader<'_>,
+        prep: Prep,
+        freq_factors: Option<Vec<f32>>,
+    ) -> Result<Self> {
+        let device = r.device.clone();
         let c = &config;
         let (d, hd) = (c.n_embd, c.head_dim);
         let (nq, nkv) = (c.n_head * hd, c.n_kv_head * hd);
@@ -429,11 +536,6 @@ impl QuantizedLlama {
             });
         }
 
-        // Llama 3.1+ stores per-frequency RoPE divisors in `rope_freqs.weight`.
-        let freq_factors = match r.has("rope_freqs.weight") {
-            true => Some(r.dense("rope_freqs.weight", &[hd / 2])?.to_vec1::<f32>()?),
-            false => None,
-        };
         let (cos, sin) = rope_tables(c, freq_factors.as_deref());
         Ok(Self {
             config,
@@ -453,9 +555,10 @@ impl QuantizedLlama {
         &self.config
     }
 
-    /// Facts from the GGUF header (BOS/EOS, chat template, ...).
-    pub fn info(&self) -> &GgufInfo {
-        &self.info
+    /// Facts from the GGUF header (BOS/EOS, chat template, ...), when the
+    /// model came from a GGUF file.
+    pub fn info(&self) -> Option<&GgufInfo> {
+        self.info.as_ref()
     }
 
     /// The forward pass of a validated step. Writes the new keys and values
@@ -648,17 +751,15 @@ impl QuantizedLlama {
         let half = x.len() / 2;
         let cos = &self.cos[pos * half..(pos + 1) * half];
         let sin = &self.sin[pos * half..(pos + 1) * half];
-        match self.config.architecture {
-            // llama.cpp permuted Q/K so rotation pairs are adjacent.
-            Architecture::Llama => {
+        match self.config.rope_style {
+            RopeStyle::Interleaved => {
                 for ((p, &c), &s) in x.chunks_exact_mut(2).zip(cos).zip(sin) {
                     let (a, b) = (p[0], p[1]);
                     p[0] = a * c - b * s;
                     p[1] = a * s + b * c;
                 }
             }
-            // GPT-NeoX layout: pairs are (i, i + half).
-            Architecture::Qwen2 => {
+            RopeStyle::Halves => {
                 let (lo, hi) = x.split_at_mut(half);
                 for (((a, b), &c), &s) in lo.iter_mut().zip(hi.iter_mut()).zip(cos).zip(sin) {
                     let (x0, x1) = (*a, *b);
@@ -751,7 +852,7 @@ impl Block {
     }
 }
 
-impl CausalLm for QuantizedLlama {
+impl CausalLm for Llama {
     type Cache = LlamaCache;
 
     fn new_cache(&self) -> LlamaCache {
@@ -791,9 +892,10 @@ impl CausalLm for QuantizedLlama {
 fn config_from_gguf(content: &Content, info: &GgufInfo) -> Result<LlamaConfig> {
     let md = &content.metadata;
     let arch = info.architecture.as_str();
-    let architecture = match arch {
-        "llama" => Architecture::Llama,
-        "qwen2" => Architecture::Qwen2,
+    // llama.cpp's converter permutes Llama's Q/K rows, not Qwen2's.
+    let (architecture, rope_style) = match arch {
+        "llama" => (Architecture::Llama, RopeStyle::Interleaved),
+        "qwen2" => (Architecture::Qwen2, RopeStyle::Halves),
         other => {
             return Err(Error::Config(format!(
                 "GGUF architecture `{other}` is not supported (llama, qwen2)"
@@ -848,6 +950,7 @@ fn config_from_gguf(content: &Content, info: &GgufInfo) -> Result<LlamaConfig> {
     };
     Ok(LlamaConfig {
         architecture,
+        rope_style,
         n_layer: meta_usize(md, &key("block_count"))?,
         n_embd,
         n_head,

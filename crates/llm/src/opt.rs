@@ -16,8 +16,7 @@
 //!   `_remove_final_layer_norm`, `project_out` when the embedding width differs
 //!   from `hidden_size`, and an LM head tied to `embed_tokens`.
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
@@ -523,16 +522,7 @@ impl Opt {
     /// workspace forbids `unsafe` (candle's mmap constructor is `unsafe`).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let config = OptConfig::from_file(&dir.join("config.json"))?;
-        let files = safetensors_files(dir)?;
-        let mut tensors = HashMap::new();
-        for file in &files {
-            let loaded =
-                candle_core::safetensors::load(file, device).map_err(|source| Error::Weights {
-                    path: file.clone(),
-                    source,
-                })?;
-            tensors.extend(loaded);
-        }
+        let tensors = crate::transformers::read_safetensors(dir, device)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         Self::new(config, vb).map_err(|err| match err {
             Error::Candle(source) => Error::Weights {
@@ -791,45 +781,6 @@ fn mask_rows(mask: &Tensor) -> Result<Vec<Vec<u8>>> {
                 .collect()
         })
         .collect()
-}
-
-/// The safetensors files of a checkpoint directory.
-fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let single = dir.join("model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
-    }
-    let index = dir.join("model.safetensors.index.json");
-    if !index.is_file() {
-        return Err(Error::Io {
-            path: single,
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "neither model.safetensors nor model.safetensors.index.json exists",
-            ),
-        });
-    }
-    #[derive(Deserialize)]
-    struct Index {
-        weight_map: HashMap<String, String>,
-    }
-    let text = std::fs::read_to_string(&index).map_err(|source| Error::Io {
-        path: index.clone(),
-        source,
-    })?;
-    let parsed: Index = serde_json::from_str(&text).map_err(|source| Error::Json {
-        path: index.clone(),
-        source,
-    })?;
-    let mut seen = HashSet::new();
-    let mut files: Vec<PathBuf> = parsed
-        .weight_map
-        .into_values()
-        .filter(|f| seen.insert(f.clone()))
-        .map(|f| dir.join(f))
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 /// Decode steps (one new token on a non-empty cache) run as one stacked

@@ -1,4 +1,4 @@
-//! SmolLM2-135M-Instruct (Q4_1 GGUF) through [`QuantizedLlama`]: tokenizer
+//! SmolLM2-135M-Instruct (Q4_1 GGUF) through [`Llama`]: tokenizer
 //! from GGUF metadata, a greedy chat answer, and the batching contract
 //! (a sequence's logits do not depend on what else is in its step).
 //!
@@ -9,8 +9,11 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use tidal_llm::{
-    CausalLm, Error, GgufInfo, LlamaCache, QuantizedLlama, SeqStep, Tokenizer, WeightPrep,
+    CausalLm, DType, Error, GgufInfo, Llama, LlamaCache, RopeStyle, SeqStep, Tokenizer, WeightPrep,
 };
+
+#[path = "support/transformers_export.rs"]
+mod transformers_export;
 
 /// The results are in fact bit-identical (quantized matmuls work row by row,
 /// attention sums in a fixed order); the tolerance leaves room for kernels
@@ -33,9 +36,9 @@ fn gguf_path() -> PathBuf {
     path
 }
 
-fn model() -> &'static QuantizedLlama {
-    static MODEL: OnceLock<QuantizedLlama> = OnceLock::new();
-    MODEL.get_or_init(|| QuantizedLlama::load(&gguf_path()).expect("load the GGUF model"))
+fn model() -> &'static Llama {
+    static MODEL: OnceLock<Llama> = OnceLock::new();
+    MODEL.get_or_init(|| Llama::load(&gguf_path()).expect("load the GGUF model"))
 }
 
 fn tokenizer() -> &'static Tokenizer {
@@ -95,7 +98,7 @@ fn header_facts() {
     assert_eq!(m.vocab_size(), 49152);
     assert_eq!(m.max_context(), 8192);
     assert_eq!(m.kv_bytes_per_token(), 30 * 2 * 3 * 64 * 4);
-    assert_eq!(m.info().eos_token_id, Some(2));
+    assert_eq!(m.info().expect("GGUF header").eos_token_id, Some(2));
 }
 
 #[test]
@@ -119,8 +122,9 @@ fn tokenizer_keeps_control_tokens_whole() {
 }
 
 /// Greedy continuation of `prompt`, stopping at EOS (`<|im_end|>`).
-fn greedy(m: &QuantizedLlama, prompt: &[u32], max_tokens: usize) -> String {
-    let eos = m.info().eos_token_id.expect("eos");
+fn greedy(m: &Llama, prompt: &[u32], max_tokens: usize) -> String {
+    // SmolLM2's EOS, `<|im_end|>` (see `header_facts`).
+    let eos = 2;
     let mut cache = m.new_cache();
     let mut logits = m
         .forward_batch(&mut [SeqStep {
@@ -158,10 +162,65 @@ fn greedy_chat_answer_mentions_paris() {
 #[test]
 fn faithful_and_as_stored_weights_answer_paris() {
     for prep in [WeightPrep::Faithful, WeightPrep::AsStored] {
-        let m = QuantizedLlama::load_with(&gguf_path(), prep).expect("load");
+        let m = Llama::load_with(&gguf_path(), prep).expect("load");
         let text = greedy(&m, &encode(CHAT_PROMPT), 12);
         assert!(text.contains("Paris"), "{prep:?} answer: {text:?}");
     }
+}
+
+/// The same weights as a transformers checkpoint (f32 safetensors, Q/K rows
+/// in rotate-half order, `config.json`, `tokenizer.json`) compute what the
+/// GGUF file computes once dequantized: tensor names, config fields, the
+/// tied LM head and the RoPE layout all line up.
+#[test]
+fn a_transformers_checkpoint_computes_what_its_gguf_computes() {
+    let dir = std::env::temp_dir().join(format!("tidal-smollm2-hf-{}", std::process::id()));
+    transformers_export::export_transformers(&gguf_path(), &dir, DType::F32);
+    let hf = Llama::load_transformers(&dir).expect("load the checkpoint");
+    assert_eq!(hf.config().rope_style, RopeStyle::Halves);
+    assert!(hf.info().is_none());
+    let reference = Llama::load_with(&gguf_path(), WeightPrep::Dequantized).expect("load");
+    assert_eq!(reference.config().rope_style, RopeStyle::Interleaved);
+
+    let folder_tokenizer = Tokenizer::from_dir(&dir).expect("tokenizer.json");
+    let prompt = folder_tokenizer.encode(CHAT_PROMPT, false).expect("encode");
+    assert_eq!(prompt, encode(CHAT_PROMPT));
+    let (mut a, mut b) = (hf.new_cache(), reference.new_cache());
+    let mut tokens = prompt.clone();
+    for _ in 0..4 {
+        let x = hf
+            .forward_batch(&mut [SeqStep {
+                tokens: &tokens,
+                cache: &mut a,
+            }])
+            .expect("checkpoint forward")
+            .remove(0);
+        let y = reference
+            .forward_batch(&mut [SeqStep {
+                tokens: &tokens,
+                cache: &mut b,
+            }])
+            .expect("GGUF forward")
+            .remove(0);
+        let d = max_abs_diff(&x, &y);
+        assert!(d < TOL, "max abs diff {d}");
+        tokens = vec![argmax(&x)];
+    }
+    let text = greedy(&hf, &prompt, 12);
+    assert!(text.contains("Paris"), "answer: {text:?}");
+
+    // A config that does not match the weights names the missing tensor.
+    let config_path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["num_hidden_layers"] = 31.into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let err = Llama::load_transformers(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("model.layers.30.self_attn.q_proj.weight is missing"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -347,7 +406,7 @@ fn unsupported_architecture_is_a_config_error() {
     )
     .expect("write gguf");
     drop(file);
-    let err = QuantizedLlama::load(&path).expect_err("mamba is not supported");
+    let err = Llama::load(&path).expect_err("mamba is not supported");
     std::fs::remove_file(&path).ok();
     match err {
         Error::Config(msg) => assert!(msg.contains("mamba"), "{msg}"),

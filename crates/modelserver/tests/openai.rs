@@ -1,5 +1,6 @@
 //! The OpenAI-compatible endpoints through the real router, on the tiny OPT checkpoints
-//! (the same ones whose greedy output transformers recorded in `expected.json`).
+//! (the same ones whose greedy output transformers recorded in `expected.json`), and a
+//! real Llama-family checkpoint folder (SmolLM2-135M-Instruct).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,9 @@ use tidal_modelserver::app;
 use tidal_modelserver::dataplane::DataPlane;
 use tidal_modelserver::runtimes::huggingface::{self, LlmOptions};
 use tower::ServiceExt;
+
+#[path = "../../llm/tests/support/transformers_export.rs"]
+mod transformers_export;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -444,4 +448,44 @@ async fn models_health_and_vllm_metrics() {
     assert!(metrics.contains(&format!(
         "vllm:prompt_tokens_total{{model_name=\"fbopt\"}} {prompt_tokens}"
     )));
+}
+
+/// A Llama-family transformers checkpoint folder (SmolLM2-135M-Instruct, written out from its
+/// GGUF as bf16 safetensors) is served with the tokenizer of `tokenizer.json`, the chat
+/// template of `tokenizer_config.json` and the EOS of `config.json`.
+#[tokio::test]
+async fn a_llama_checkpoint_folder_answers_chat_with_its_own_template() {
+    let gguf = std::env::var_os("TIDAL_SMOLLM2_GGUF").map_or_else(
+        || PathBuf::from("/var/tmp/tidal-models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        PathBuf::from,
+    );
+    assert!(
+        gguf.is_file(),
+        "{} is missing: run `bash scripts/fetch-models`",
+        gguf.display()
+    );
+    let dir = std::env::temp_dir().join(format!("tidal-openai-llama-{}", std::process::id()));
+    transformers_export::export_transformers(&gguf, &dir, candle_core::DType::BF16);
+    let app = server_for(&dir, "smollm2");
+    let (status, body) = post(
+        &app,
+        "/openai/v1/chat/completions",
+        json!({
+            "model": "smollm2",
+            "messages": [{"role": "user", "content": "What is the capital of France?"}],
+            "temperature": 0,
+            "max_tokens": 30,
+        }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let answer = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(answer.contains("Paris"), "{body}");
+    // `<|im_end|>` (config.json's eos_token_id) ended the turn before max_tokens.
+    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+    assert!(
+        body["usage"]["completion_tokens"].as_u64().unwrap() < 30,
+        "{body}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

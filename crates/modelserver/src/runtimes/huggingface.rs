@@ -1,6 +1,7 @@
 //! The `huggingface` runtime for generative models: finds the weights (a model folder, a
-//! GGUF file, or a Hugging Face repo id in the local hub cache), picks the architecture,
-//! and starts a batching engine behind a [`TextGenerator`].
+//! GGUF file, or a Hugging Face repo id in the local hub cache), picks the architecture
+//! (OPT or a Llama-family checkpoint by `config.json`'s `model_type`, a Llama-family GGUF
+//! by its header), and starts a batching engine behind a [`TextGenerator`].
 
 use std::path::{Path, PathBuf};
 
@@ -215,22 +216,27 @@ fn folder_chat_template(dir: &Path) -> Result<Option<ChatTemplate>, LoadError> {
     let config = read_json(&dir.join("tokenizer_config.json")).unwrap_or(Value::Null);
     let bos = token_text(&config["bos_token"]);
     let eos = token_text(&config["eos_token"]);
-    let source = match std::fs::read_to_string(dir.join("chat_template.jinja")) {
-        Ok(s) => Some(s),
-        Err(_) => match &config["chat_template"] {
-            Value::String(s) => Some(s.clone()),
-            Value::Array(named) => named
-                .iter()
-                .find(|t| t["name"] == "default")
-                .and_then(|t| t["template"].as_str())
-                .map(str::to_owned),
-            _ => None,
-        },
-    };
-    source
+    template_source(dir)
         .map(|s| ChatTemplate::new(&s, &bos, &eos))
         .transpose()
         .map_err(LoadError::from)
+}
+
+/// The text of a transformers folder's chat template (see [`folder_chat_template`]).
+fn template_source(dir: &Path) -> Option<String> {
+    if let Ok(s) = std::fs::read_to_string(dir.join("chat_template.jinja")) {
+        return Some(s);
+    }
+    let config = read_json(&dir.join("tokenizer_config.json")).ok()?;
+    match &config["chat_template"] {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(named) => named
+            .iter()
+            .find(|t| t["name"] == "default")
+            .and_then(|t| t["template"].as_str())
+            .map(str::to_owned),
+        _ => None,
+    }
 }
 
 /// The end-of-sequence ids a transformers folder declares (config and generation config).
@@ -272,16 +278,41 @@ pub fn load(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerat
             let eos = folder_eos_ids(path, &config);
             start(name, model, options, eos, tokenizer, template)
         }
+        t if tidal_llm::transformers::LLAMA_MODEL_TYPES.contains(&t) => {
+            let model = tidal_llm::Llama::load_transformers(path)?;
+            let tokenizer = Tokenizer::from_dir(path)?;
+            let template = folder_chat_template(path)?;
+            let mut eos = folder_eos_ids(path, &config);
+            eos.extend(end_of_turn_ids(
+                &tokenizer,
+                template_source(path).as_deref(),
+            ));
+            start(name, model, options, eos, tokenizer, template)
+        }
         other => Err(LoadError::Unsupported(format!(
-            "{}: model_type {other:?} is not supported from safetensors; Tidal serves OPT (facebook/opt-*) checkpoints and Llama-family models as GGUF files",
-            path.join("config.json").display()
+            "{}: model_type {other:?} is not supported; Tidal serves opt, {} checkpoints and Llama-family GGUF files",
+            path.join("config.json").display(),
+            tidal_llm::transformers::LLAMA_MODEL_TYPES.join(", ")
         ))),
     }
 }
 
+/// Chat models end a turn with their template's end-of-turn token, which model configs do
+/// not always name as EOS.
+fn end_of_turn_ids(tokenizer: &Tokenizer, template: Option<&str>) -> Vec<u32> {
+    ["<|im_end|>", "<|eot_id|>", "<|end|>"]
+        .into_iter()
+        .filter(|t| template.is_some_and(|s| s.contains(t)))
+        .filter_map(|t| tokenizer.token_to_id(t))
+        .collect()
+}
+
 fn load_gguf(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerator, LoadError> {
-    let model = tidal_llm::QuantizedLlama::load(path)?;
-    let info = model.info().clone();
+    let model = tidal_llm::Llama::load(path)?;
+    let info = model
+        .info()
+        .cloned()
+        .ok_or_else(|| LoadError::Unsupported(format!("{}: no GGUF header", path.display())))?;
     let tokenizer = Tokenizer::from_gguf(path)?;
     let token_text = |id: Option<u32>| {
         id.and_then(|id| tokenizer.inner().id_to_token(id))
@@ -298,18 +329,8 @@ fn load_gguf(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenera
             )
         })
         .transpose()?;
-    // Chat models end a turn with their template's end-of-turn token, which GGUF headers do
-    // not always name as EOS.
     let mut eos: Vec<u32> = info.eos_token_id.into_iter().collect();
-    for end_of_turn in ["<|im_end|>", "<|eot_id|>", "<|end|>"] {
-        if info
-            .chat_template
-            .as_deref()
-            .is_some_and(|t| t.contains(end_of_turn))
-        {
-            eos.extend(tokenizer.token_to_id(end_of_turn));
-        }
-    }
+    eos.extend(end_of_turn_ids(&tokenizer, info.chat_template.as_deref()));
     start(name, model, options, eos, tokenizer, template)
 }
 
