@@ -451,7 +451,7 @@ impl Llama {
     pub fn load_transformers(dir: &Path) -> Result<Self> {
         let checkpoint = transformers::read_llama_config(dir)?;
         let device = Device::Cpu;
-        let mut tensors = transformers::read_safetensors(dir, &device)?;
+        let mut tensors = transformers::read_weights(dir, &device)?;
         if checkpoint.tie_word_embeddings {
             tensors.remove("lm_head.weight");
         }

@@ -522,7 +522,7 @@ impl Opt {
     /// workspace forbids `unsafe` (candle's mmap constructor is `unsafe`).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let config = OptConfig::from_file(&dir.join("config.json"))?;
-        let tensors = crate::transformers::read_safetensors(dir, device)?;
+        let tensors = crate::transformers::read_weights(dir, device)?;
         let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
         Self::new(config, vb).map_err(|err| match err {
             Error::Candle(source) => Error::Weights {

@@ -15,43 +15,91 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::llama::{Architecture, LlamaConfig, RopeStyle};
 
-/// Reads every tensor of a checkpoint folder (`model.safetensors` or the
-/// shards a `model.safetensors.index.json` lists) into memory; the workspace
-/// forbids `unsafe`, which candle's mmap loader requires.
-pub(crate) fn read_safetensors(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+/// Reads every tensor of a checkpoint folder into memory: `model.safetensors`
+/// or the shards a `model.safetensors.index.json` lists, or else PyTorch's
+/// `pytorch_model.bin` (or its index's shards), which older repositories
+/// such as facebook/opt-* ship. Weights are read rather than memory-mapped
+/// because the workspace forbids `unsafe`, which candle's mmap loader
+/// requires; PyTorch files go through candle's pickle reader, which only
+/// decodes data and never runs code from the file.
+pub(crate) fn read_weights(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let mut tensors = HashMap::new();
-    for file in safetensors_files(dir)? {
-        let loaded =
-            candle_core::safetensors::load(&file, device).map_err(|source| Error::Weights {
-                path: file.clone(),
-                source,
-            })?;
-        tensors.extend(loaded);
+    let weights = |source| Error::Weights {
+        path: dir.to_owned(),
+        source,
+    };
+    match weight_files(dir)? {
+        WeightFiles::Safetensors(files) => {
+            for file in files {
+                let loaded = candle_core::safetensors::load(&file, device).map_err(|source| {
+                    Error::Weights {
+                        path: file.clone(),
+                        source,
+                    }
+                })?;
+                tensors.extend(loaded);
+            }
+        }
+        WeightFiles::PyTorch(files) => {
+            for file in files {
+                let loaded =
+                    candle_core::pickle::read_all(&file).map_err(|source| Error::Weights {
+                        path: file.clone(),
+                        source,
+                    })?;
+                for (name, t) in loaded {
+                    tensors.insert(name, t.to_device(device).map_err(weights)?);
+                }
+            }
+        }
     }
     Ok(tensors)
 }
 
-/// The safetensors files of a checkpoint folder.
-fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let single = dir.join("model.safetensors");
-    if single.is_file() {
-        return Ok(vec![single]);
+/// A checkpoint's weight files, in the format found.
+enum WeightFiles {
+    Safetensors(Vec<PathBuf>),
+    PyTorch(Vec<PathBuf>),
+}
+
+/// The weight files of a checkpoint folder, safetensors preferred.
+fn weight_files(dir: &Path) -> Result<WeightFiles> {
+    for (single, index, format) in [
+        (
+            "model.safetensors",
+            "model.safetensors.index.json",
+            WeightFiles::Safetensors as fn(Vec<PathBuf>) -> WeightFiles,
+        ),
+        (
+            "pytorch_model.bin",
+            "pytorch_model.bin.index.json",
+            WeightFiles::PyTorch,
+        ),
+    ] {
+        if dir.join(single).is_file() {
+            return Ok(format(vec![dir.join(single)]));
+        }
+        if dir.join(index).is_file() {
+            return Ok(format(shards(&dir.join(index))?));
+        }
     }
-    let index = dir.join("model.safetensors.index.json");
-    if !index.is_file() {
-        return Err(Error::Io {
-            path: single,
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "neither model.safetensors nor model.safetensors.index.json exists",
-            ),
-        });
-    }
+    Err(Error::Io {
+        path: dir.join("model.safetensors"),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no weights: none of model.safetensors, model.safetensors.index.json, pytorch_model.bin or pytorch_model.bin.index.json exists",
+        ),
+    })
+}
+
+/// The shard files a weight index (`*.index.json`) lists.
+fn shards(index: &Path) -> Result<Vec<PathBuf>> {
+    let dir = index.parent().unwrap_or(Path::new("."));
     #[derive(Deserialize)]
     struct Index {
         weight_map: HashMap<String, String>,
     }
-    let parsed: Index = read_json(&index)?;
+    let parsed: Index = read_json(index)?;
     let mut seen = HashSet::new();
     let mut files: Vec<PathBuf> = parsed
         .weight_map

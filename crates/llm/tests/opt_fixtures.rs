@@ -115,6 +115,48 @@ fn tokenizer_matches_transformers() {
     }
 }
 
+/// `opt-tiny-preln-hub` is `opt-tiny-preln` as the facebook/opt-* repositories on the Hub
+/// hold it (`scripts/make-opt-hub-fixture.py`): `pytorch_model.bin` with bare `decoder.*`
+/// names and a tied head, and a slow tokenizer's `vocab.json`, `merges.txt` and
+/// `tokenizer_config.json` instead of `tokenizer.json`. It must tokenize and compute exactly
+/// like the original.
+#[test]
+fn the_hubs_opt_layout_loads_like_the_original() {
+    let exp = expected("opt-tiny-preln");
+    let hub = fixture_dir("opt-tiny-preln-hub");
+    assert!(!hub.join("tokenizer.json").exists() && !hub.join("model.safetensors").exists());
+    let (slow, fast) = (
+        Tokenizer::from_dir(&hub).unwrap(),
+        Tokenizer::from_dir(&fixture_dir("opt-tiny-preln")).unwrap(),
+    );
+    assert_eq!(slow.encode(&exp.prompt, true).unwrap(), exp.input_ids);
+    for text in [
+        exp.prompt.as_str(),
+        "</s>Hello <pad> world</s>",
+        "  leading spaces, tabs\t and\nnewlines ",
+        "unicode: héllo wörld ✓",
+        "",
+    ] {
+        for special in [true, false] {
+            let ids = fast.encode(text, special).unwrap();
+            assert_eq!(slow.encode(text, special).unwrap(), ids, "{text:?}");
+            assert_eq!(
+                slow.decode(&ids, false).unwrap(),
+                fast.decode(&ids, false).unwrap(),
+                "{text:?}"
+            );
+        }
+    }
+    assert_eq!(
+        slow.decode(&exp.greedy_ids, false).unwrap(),
+        exp.greedy_text
+    );
+
+    let original = full_logits(&model("opt-tiny-preln"), &exp.input_ids);
+    let from_bin = full_logits(&model("opt-tiny-preln-hub"), &exp.input_ids);
+    assert_eq!(from_bin, original);
+}
+
 #[test]
 fn prompt_logits_match_transformers() {
     for name in FIXTURES {

@@ -7,6 +7,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod support;
@@ -60,10 +62,14 @@ fn serve(hf_home: &Path, extra: &[&str]) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let server = Server { child, port };
+    ready(Server { child, port })
+}
+
+/// Waits until the server answers its readiness probe.
+fn ready(server: Server) -> Server {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if get(port, "/v2/health/ready").is_some_and(|(status, _)| status == 200) {
+        if get(server.port, "/v2/health/ready").is_some_and(|(status, _)| status == 200) {
             return server;
         }
         assert!(
@@ -213,30 +219,221 @@ fn the_seeds_opt_server_batches_hey_load_and_reports_it_in_vllm_metrics() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// `tidal serve --model_id` with an empty cache, as a user online starts it: runs `tidal serve`
+/// with `env` and returns its exit status and stderr (it must fail).
+fn serve_uncached(root: &Path, env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(TIDAL);
+    cmd.args([
+        "serve",
+        "--model_name=x",
+        "--model_id=facebook/opt-13b",
+        "--http_port=0",
+    ])
+    .env("HF_HOME", root)
+    .env_remove("HF_HUB_CACHE")
+    .env_remove("HUGGINGFACE_HUB_CACHE")
+    .env_remove("HF_HUB_OFFLINE")
+    .env_remove("HF_ENDPOINT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
-fn an_uncached_model_id_fails_fast_with_a_clear_error() {
+fn an_uncached_model_id_that_cannot_be_downloaded_fails_with_a_clear_error() {
     let root = std::env::temp_dir().join(format!("tidal-llm-nocache-{}", std::process::id()));
     std::fs::create_dir_all(&root).unwrap();
-    let started = Instant::now();
-    let out = Command::new(TIDAL)
-        .args([
+    // Offline: nothing is fetched and the error says how to fetch it.
+    let offline = serve_uncached(&root, &[("HF_HUB_OFFLINE", "1")]);
+    assert!(
+        offline.contains("facebook/opt-13b")
+            && offline.contains("Hugging Face cache")
+            && offline.contains("HF_HUB_OFFLINE")
+            && offline.contains("huggingface-cli download"),
+        "{offline}"
+    );
+    // Online, but the Hub does not answer: the error names the endpoint that failed.
+    let endpoint = format!("http://127.0.0.1:{}", free_port());
+    let unreachable = serve_uncached(&root, &[("HF_ENDPOINT", &endpoint)]);
+    assert!(
+        unreachable.contains("facebook/opt-13b") && unreachable.contains(&endpoint),
+        "{unreachable}"
+    );
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A stand-in for huggingface.co, which these machines cannot reach. It speaks the two parts
+/// of the Hub's protocol a download uses: `GET /api/models/{repo}/revision/main` (the commit
+/// and the file list) and `GET /{repo}/resolve/main/{file}` with a `Range` header (answered
+/// with `x-repo-commit`, `etag` and `content-range`, then the bytes). It serves one folder as
+/// one repository and counts the file bodies it sends.
+struct FakeHub {
+    port: u16,
+    downloads: Arc<AtomicUsize>,
+}
+
+impl FakeHub {
+    fn start(repo: &'static str, commit: &'static str, folder: PathBuf) -> FakeHub {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let downloads = Arc::new(AtomicUsize::new(0));
+        let counter = downloads.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (folder, counter) = (folder.clone(), counter.clone());
+                std::thread::spawn(move || hub_answer(stream, repo, commit, &folder, &counter));
+            }
+        });
+        FakeHub { port, downloads }
+    }
+}
+
+fn hub_answer(
+    mut stream: std::net::TcpStream,
+    repo: &str,
+    commit: &str,
+    folder: &Path,
+    downloads: &AtomicUsize,
+) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).is_err() {
+        return;
+    }
+    let mut range: Option<(usize, Option<usize>)> = None;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(r) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+            let (from, to) = r.trim().split_once('-').unwrap();
+            range = Some((from.parse().unwrap(), to.parse().ok()));
+        }
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let mut files: Vec<String> = std::fs::read_dir(folder)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    let (status, headers, body) = if path == format!("/api/models/{repo}/revision/main") {
+        let siblings: Vec<_> = files
+            .iter()
+            .map(|f| serde_json::json!({ "rfilename": f }))
+            .collect();
+        let info = serde_json::json!({"id": repo, "sha": commit, "siblings": siblings});
+        ("200 OK", vec![], info.to_string().into_bytes())
+    } else if let Some((file, Ok(bytes))) = path
+        .strip_prefix(&format!("/{repo}/resolve/main/"))
+        .map(|file| (file, std::fs::read(folder.join(file))))
+    {
+        let total = bytes.len();
+        let (from, to) = range.unwrap_or((0, None));
+        let to = to.unwrap_or(total - 1).min(total - 1);
+        if to + 1 - from > 1 {
+            downloads.fetch_add(1, Ordering::Relaxed);
+        }
+        let headers = vec![
+            format!("x-repo-commit: {commit}"),
+            format!("etag: \"{}-{total}\"", file.replace('.', "-")),
+            format!("content-range: bytes {from}-{to}/{total}"),
+        ];
+        ("206 Partial Content", headers, bytes[from..=to].to_vec())
+    } else {
+        ("404 Not Found", vec![], b"Entry not found".to_vec())
+    };
+    let mut head = format!(
+        "HTTP/1.1 {status}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        head.push_str(&h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&body);
+}
+
+/// The seed's `--model_id=facebook/opt-125m`, not in the cache, is downloaded from the Hub
+/// (`HF_ENDPOINT`) into the Hugging Face cache in huggingface_hub's layout, then served; the
+/// next start finds it there with downloads switched off. The repository is laid out as
+/// facebook/opt-125m is on the Hub (`pytorch_model.bin`, `vocab.json` + `merges.txt`, no
+/// `tokenizer.json`), holding the tiny fixture whose greedy text transformers recorded.
+#[test]
+fn the_seeds_model_id_is_downloaded_from_the_hub_then_served() {
+    const COMMIT: &str = "5f2c1e0d9b8a7f6e5d4c3b2a1908f7e6d5c4b3a2";
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../llm/tests/fixtures");
+    let fixture = fixtures.join("opt-tiny-preln-hub");
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures.join("opt-tiny-preln/expected.json")).unwrap(),
+    )
+    .unwrap();
+    let hub = FakeHub::start("facebook/opt-125m", COMMIT, fixture.clone());
+    let root = std::env::temp_dir().join(format!("tidal-llm-download-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let start = |env: &[(&str, String)]| {
+        let port = free_port();
+        let mut cmd = Command::new(TIDAL);
+        cmd.args([
             "serve",
-            "--model_name=x",
-            "--model_id=facebook/opt-13b",
-            "--http_port=0",
+            "--model_name=fbopt",
+            "--model_id=facebook/opt-125m",
         ])
+        .arg(format!("--http_port={port}"))
         .env("HF_HOME", &root)
         .env_remove("HF_HUB_CACHE")
         .env_remove("HUGGINGFACE_HUB_CACHE")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("facebook/opt-13b") && stderr.contains("Hugging Face cache"),
-        "{stderr}"
-    );
-    assert!(started.elapsed() < Duration::from_secs(30));
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_ENDPOINT")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        ready(Server {
+            child: cmd.spawn().unwrap(),
+            port,
+        })
+    };
+    let completion = |port: u16| {
+        let body = serde_json::json!({
+            "model": "fbopt",
+            "prompt": expected["prompt"],
+            "max_tokens": expected["greedy_ids"].as_array().unwrap().len(),
+            "temperature": 0,
+        })
+        .to_string();
+        let (status, text) = post(port, "localhost", "/openai/v1/completions", &body).unwrap();
+        assert_eq!(status, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["choices"][0]["text"].as_str().unwrap().to_owned()
+    };
+
+    let server = start(&[("HF_ENDPOINT", format!("http://127.0.0.1:{}", hub.port))]);
+    assert_eq!(completion(server.port), expected["greedy_text"]);
+    drop(server);
+    // Every file of the repository serves a purpose here.
+    let fetched = hub.downloads.load(Ordering::Relaxed);
+    assert_eq!(fetched, std::fs::read_dir(&fixture).unwrap().count());
+    let repo = root.join("hub").join("models--facebook--opt-125m");
+    let main = std::fs::read_to_string(repo.join("refs").join("main")).unwrap();
+    assert_eq!(main.trim(), COMMIT);
+    for file in ["config.json", "vocab.json", "pytorch_model.bin"] {
+        let cached = std::fs::read(repo.join("snapshots").join(COMMIT).join(file)).unwrap();
+        assert_eq!(cached, std::fs::read(fixture.join(file)).unwrap(), "{file}");
+    }
+
+    // Offline, from the cache alone: the same model, the same greedy text.
+    let server = start(&[("HF_HUB_OFFLINE", "1".to_owned())]);
+    assert_eq!(completion(server.port), expected["greedy_text"]);
+    assert_eq!(hub.downloads.load(Ordering::Relaxed), fetched);
+    drop(server);
     let _ = std::fs::remove_dir_all(&root);
 }
 

@@ -13,15 +13,29 @@ use crate::generative::TextGenerator;
 /// Why a generative model could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// `--model_id` is not in the local Hugging Face cache.
+    /// `--model_id` is not in the local Hugging Face cache and downloads are off.
     #[error(
-        "model_id {model_id:?} is not in the Hugging Face cache (looked in {looked}); fetch it with `huggingface-cli download {model_id}`, or pass --model_dir or a storageUri"
+        "model_id {model_id:?} is not in the Hugging Face cache (looked in {looked}) and HF_HUB_OFFLINE forbids downloading it; fetch it with `huggingface-cli download {model_id}`, or pass --model_dir or a storageUri"
     )]
     NotCached {
         /// The repo id asked for.
         model_id: String,
         /// The cache folders searched.
         looked: String,
+    },
+    /// `--model_id` is not cached and could not be downloaded from the Hub.
+    #[error(
+        "model_id {model_id:?} is not in the Hugging Face cache (looked in {looked}) and downloading it from {endpoint} failed: {message}"
+    )]
+    Download {
+        /// The repo id asked for.
+        model_id: String,
+        /// The cache folders searched.
+        looked: String,
+        /// The Hub's address (`HF_ENDPOINT`, default https://huggingface.co).
+        endpoint: String,
+        /// What went wrong.
+        message: String,
     },
     /// The folder holds nothing Tidal can serve as a generative model.
     #[error("{0}")]
@@ -105,9 +119,124 @@ fn hub_cache_dirs() -> Vec<PathBuf> {
 
 /// The snapshot folder of `model_id` in the local hub cache (`models--org--name/snapshots/
 /// <commit>`, the commit read from `refs/<revision>`), or the folder itself when `model_id`
-/// is a path.
+/// is a path. A repo that is not cached is downloaded from the Hub into the first cache
+/// folder, as `huggingface-cli download` would, unless `HF_HUB_OFFLINE` is set.
 pub fn resolve_model_id(model_id: &str, revision: Option<&str>) -> Result<PathBuf, LoadError> {
-    resolve_in(model_id, revision, &hub_cache_dirs())
+    let dirs = hub_cache_dirs();
+    match resolve_in(model_id, revision, &dirs) {
+        Err(LoadError::NotCached { model_id, looked }) if !hub_offline() => {
+            let endpoint = std::env::var("HF_ENDPOINT")
+                .unwrap_or_else(|_| "https://huggingface.co".to_owned());
+            let cache = dirs.first().cloned().unwrap_or_else(|| PathBuf::from("."));
+            download(&model_id, revision, &cache).map_err(|message| LoadError::Download {
+                model_id,
+                looked,
+                endpoint,
+                message,
+            })
+        }
+        other => other,
+    }
+}
+
+/// `HF_HUB_OFFLINE` as huggingface_hub reads it.
+fn hub_offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+}
+
+/// Downloads what serving `model_id` needs into the hub cache folder `cache` with huggingface's
+/// own Rust client (blobs, `snapshots/<commit>` links and `refs/<revision>`, the layout
+/// `huggingface_hub` writes, so either tool reuses the other's files), showing a progress bar
+/// per file on a terminal. Returns the snapshot folder.
+fn download(model_id: &str, revision: Option<&str>, cache: &Path) -> Result<PathBuf, String> {
+    use hf_hub::api::sync::ApiBuilder;
+    use hf_hub::{Repo, RepoType};
+    let mut builder = ApiBuilder::from_env()
+        .with_cache_dir(cache.to_path_buf())
+        .with_progress(true)
+        .with_retries(3);
+    if let Ok(token) = std::env::var("HF_TOKEN") {
+        builder = builder.with_token(Some(token));
+    }
+    let api = builder.build().map_err(|e| e.to_string())?;
+    let revision = revision.unwrap_or("main").to_owned();
+    let repo = api.repo(Repo::with_revision(
+        model_id.to_owned(),
+        RepoType::Model,
+        revision,
+    ));
+    let info = repo.info().map_err(|e| e.to_string())?;
+    let names: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
+    let mut snapshot = None;
+    for file in files_to_download(&names)? {
+        tracing::info!(model_id, file, "downloading from the Hugging Face Hub");
+        let path = repo.get(file).map_err(|e| format!("{file}: {e}"))?;
+        snapshot = path.parent().map(Path::to_path_buf);
+    }
+    snapshot.ok_or_else(|| "the repository lists no files".to_owned())
+}
+
+/// Files of a Hub repository worth fetching to serve it: the configs, tokenizer (fast, or a
+/// slow one's vocabulary and merges) and chat template, and one copy of the weights:
+/// safetensors (all shards), else the repository's only GGUF file, else PyTorch's
+/// `pytorch_model*.bin` (older repositories such as facebook/opt-* have nothing else).
+fn files_to_download<'a>(names: &[&'a str]) -> Result<Vec<&'a str>, String> {
+    const METADATA: &[&str] = &[
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "chat_template.jinja",
+        "vocab.json",
+        "merges.txt",
+    ];
+    // Only top-level files: subfolders hold other variants (onnx/, original/, ...).
+    let top: Vec<&str> = names.iter().copied().filter(|n| !n.contains('/')).collect();
+    let mut weights: Vec<&str> = top
+        .iter()
+        .copied()
+        .filter(|n| n.ends_with(".safetensors") || *n == "model.safetensors.index.json")
+        .collect();
+    if weights.is_empty() {
+        let ggufs: Vec<&str> = top
+            .iter()
+            .copied()
+            .filter(|n| n.ends_with(".gguf"))
+            .collect();
+        let torch: Vec<&str> = top
+            .iter()
+            .copied()
+            .filter(|n| {
+                n.starts_with("pytorch_model")
+                    && (n.ends_with(".bin") || *n == "pytorch_model.bin.index.json")
+            })
+            .collect();
+        match ggufs.as_slice() {
+            [] if !torch.is_empty() => weights = torch,
+            [] => {
+                return Err(format!(
+                    "the repository has no safetensors, GGUF or pytorch_model.bin weights (files: {}); Tidal reads those formats",
+                    names.join(", ")
+                ));
+            }
+            [one] => weights.push(one),
+            several => {
+                return Err(format!(
+                    "the repository holds several GGUF files ({}); download the one you want with `huggingface-cli download` and pass its path as --model_dir",
+                    several.join(", ")
+                ));
+            }
+        }
+    }
+    let mut files: Vec<&str> = top
+        .iter()
+        .copied()
+        .filter(|n| METADATA.contains(n))
+        .collect();
+    files.extend(weights);
+    Ok(files)
 }
 
 /// [`resolve_model_id`] over the given cache folders.
@@ -403,6 +532,68 @@ impl<M: tidal_llm::CausalLm> tidal_llm::CausalLm for Capped<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn downloads_take_configs_tokenizer_and_one_weight_format() {
+        let repo = [
+            ".gitattributes",
+            "README.md",
+            "config.json",
+            "generation_config.json",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "pytorch_model.bin",
+            "onnx/model.onnx",
+            "original/consolidated.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+        ];
+        assert_eq!(
+            files_to_download(&repo).unwrap(),
+            [
+                "config.json",
+                "generation_config.json",
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors",
+                "model.safetensors.index.json",
+            ]
+        );
+        assert_eq!(
+            files_to_download(&["README.md", "smol.Q4_1.gguf"]).unwrap(),
+            ["smol.Q4_1.gguf"]
+        );
+        let several = files_to_download(&["a.Q4_0.gguf", "a.Q8_0.gguf"]).unwrap_err();
+        assert!(several.contains("a.Q4_0.gguf, a.Q8_0.gguf"), "{several}");
+        // facebook/opt-125m: a slow tokenizer and PyTorch weights, beside TF and Flax ones.
+        let opt = [
+            "config.json",
+            "flax_model.msgpack",
+            "generation_config.json",
+            "merges.txt",
+            "pytorch_model.bin",
+            "special_tokens_map.json",
+            "tf_model.h5",
+            "tokenizer_config.json",
+            "vocab.json",
+        ];
+        assert_eq!(
+            files_to_download(&opt).unwrap(),
+            [
+                "config.json",
+                "generation_config.json",
+                "merges.txt",
+                "special_tokens_map.json",
+                "tokenizer_config.json",
+                "vocab.json",
+                "pytorch_model.bin",
+            ]
+        );
+        let none = files_to_download(&["config.json", "tf_model.h5"]).unwrap_err();
+        assert!(none.contains("tf_model.h5"), "{none}");
+    }
 
     #[test]
     fn model_ids_resolve_through_refs_to_snapshots() {
