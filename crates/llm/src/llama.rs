@@ -25,8 +25,9 @@
 //! RoPE and attention run on a host copy of the Q/K/V rows in plain Rust:
 //! each sequence attends from its new queries to its cache plus its new
 //! keys, causal among the new tokens, with the query heads that share a KV
-//! head reading its keys together (no repeated keys). The LM head runs only
-//! on each sequence's last new token.
+//! head reading its keys together (no repeated keys), one unit of work per
+//! sequence and KV head on candle's thread pool. The LM head runs only on
+//! each sequence's last new token.
 //!
 //! # Why attention is not made of candle ops
 //!
@@ -680,6 +681,12 @@ impl Llama {
     /// sequence's new keys and values to its cache (past its `len`) and
     /// returns the attention outputs `[total, out_width]` (`n_head *
     /// head_dim` values, then zeros up to the O projection's padded input).
+    ///
+    /// Two passes: rotating and storing is linear in the new tokens and runs
+    /// here; the scores, quadratic in the context, run as one unit per
+    /// (sequence, KV head) on candle's thread pool when there is enough of
+    /// it to pay for waking the pool. Each unit sums in the same order
+    /// wherever it runs, so results do not depend on the threads.
     fn attention(
         &self,
         layer: usize,
@@ -693,16 +700,12 @@ impl Llama {
         let width = qw + 2 * kw;
         let total = qkv.len() / width;
         let scale = 1.0 / (hd as f32).sqrt();
-        let mut out = vec![0f32; total * out_width];
-        let mut scores = Vec::new();
+
+        // Pass 1: rotate the new queries and keys, store keys and values.
         let mut rows = qkv.chunks_exact_mut(width);
-        let mut outs = out.chunks_exact_mut(out_width);
-        let group = nh / nkv * hd;
         for s in steps.iter_mut() {
             let (len, cap) = (s.cache.len, s.cache.capacity);
             let (keys, values) = (&mut s.cache.k[layer], &mut s.cache.v[layer]);
-            // Rotate this sequence's new queries and keys; store keys/values.
-            let mut queries = Vec::with_capacity(s.tokens.len());
             for (i, row) in rows.by_ref().take(s.tokens.len()).enumerate() {
                 let pos = len + i;
                 let (q_k, v) = row.split_at_mut(qw + kw);
@@ -719,30 +722,70 @@ impl Llama {
                     let at = (g * cap + pos) * hd;
                     values[at..at + hd].copy_from_slice(vh);
                 }
-                queries.push(&*q);
-            }
-            // Query i sees positions 0..=len + i. The query heads sharing a
-            // KV head are adjacent, so each group reads its keys once.
-            for (i, (q, o)) in queries.into_iter().zip(outs.by_ref()).enumerate() {
-                let visible = len + i + 1;
-                let groups = q.chunks_exact(group).zip(o.chunks_exact_mut(group));
-                for (g, (qg, og)) in groups.enumerate() {
-                    let head = g * cap * hd;
-                    attend_group(
-                        qg,
-                        &keys[head..head + cap * hd],
-                        &values[head..head + visible * hd],
-                        Visible {
-                            rows: visible,
-                            capacity: cap,
-                            head_dim: hd,
-                        },
-                        &mut scores,
-                        og,
-                    );
-                }
             }
         }
+
+        // Pass 2: one unit per (sequence, KV head). Query i of a sequence
+        // sees positions 0..=len + i; the query heads sharing a KV head are
+        // adjacent, so a unit reads its keys once for all of them.
+        let group = nh / nkv * hd;
+        let mut out = vec![0f32; total * out_width];
+        let mut out_rows = out.chunks_exact_mut(out_width);
+        let mut q_rows = qkv.chunks_exact(width);
+        let mut units = Vec::with_capacity(steps.len() * nkv);
+        let mut work = 0usize;
+        for s in steps.iter() {
+            let (len, cap, n) = (s.cache.len, s.cache.capacity, s.tokens.len());
+            let mut per_group: Vec<AttentionUnit<'_>> = (0..nkv)
+                .map(|g| AttentionUnit {
+                    queries: Vec::with_capacity(n),
+                    outs: Vec::with_capacity(n),
+                    keys: &s.cache.k[layer][g * cap * hd..(g + 1) * cap * hd],
+                    values: &s.cache.v[layer][g * cap * hd..(g + 1) * cap * hd],
+                    first_visible: len + 1,
+                    capacity: cap,
+                })
+                .collect();
+            for (q, o) in q_rows.by_ref().zip(out_rows.by_ref()).take(n) {
+                let groups = q[..qw].chunks_exact(group).zip(o.chunks_exact_mut(group));
+                for (unit, (qg, og)) in per_group.iter_mut().zip(groups) {
+                    unit.queries.push(qg);
+                    unit.outs.push(og);
+                }
+            }
+            work += n * (len + n) * qw;
+            units.extend(per_group.into_iter().map(std::sync::Mutex::new));
+        }
+        let run = |unit: &std::sync::Mutex<AttentionUnit<'_>>, scores: &mut Vec<f32>| {
+            let mut unit = unit.lock().unwrap_or_else(|e| e.into_inner());
+            let AttentionUnit {
+                queries,
+                outs,
+                keys,
+                values,
+                first_visible,
+                capacity,
+            } = &mut *unit;
+            for (i, (q, o)) in queries.iter().zip(outs.iter_mut()).enumerate() {
+                let visible = *first_visible + i;
+                let at = Visible {
+                    rows: visible,
+                    capacity: *capacity,
+                    head_dim: hd,
+                };
+                attend_group(q, keys, &values[..visible * hd], at, scores, o);
+            }
+        };
+        if work < PARALLEL_ATTENTION_WORK {
+            let mut scores = Vec::new();
+            units.iter().for_each(|u| run(u, &mut scores));
+        } else {
+            candle_core::utils::barrier_pool().execute_chunked(units.len(), |range| {
+                let mut scores = Vec::new();
+                units[range].iter().for_each(|u| run(u, &mut scores));
+            });
+        }
+        drop(units);
         out
     }
 
@@ -769,6 +812,27 @@ impl Llama {
             }
         }
     }
+}
+
+/// Multiply-adds (`new tokens x visible positions x query width`) below
+/// which one layer's attention runs on the calling thread: waking the pool
+/// costs microseconds, a decode step of one short sequence less than that.
+const PARALLEL_ATTENTION_WORK: usize = 1 << 18;
+
+/// One sequence's queries for one KV head, and where their outputs go.
+struct AttentionUnit<'a> {
+    /// Per new token, the (pre-scaled, rotated) query heads of this group.
+    queries: Vec<&'a [f32]>,
+    /// Per new token, this group's slice of the output row.
+    outs: Vec<&'a mut [f32]>,
+    /// The head's transposed keys, `[head_dim, capacity]`.
+    keys: &'a [f32],
+    /// The head's values, `[capacity, head_dim]`.
+    values: &'a [f32],
+    /// Positions the first new token sees (`len + 1`).
+    first_visible: usize,
+    /// Row length of `keys`.
+    capacity: usize,
 }
 
 /// Which cached positions one attention call reads.

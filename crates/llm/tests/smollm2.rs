@@ -319,7 +319,15 @@ fn mixed_prefill_and_decode_step_matches_single_runs() {
 #[test]
 fn token_by_token_decode_matches_prefill() {
     let m = model();
-    let ids = encode("<|im_start|>user\nHello! How are you today?<|im_end|>\n");
+    // Long enough that the one-shot prefill runs its attention on the thread
+    // pool while single-token steps run it inline: both must agree.
+    let ids = encode(
+        "<|im_start|>user\nHello! How are you today? I would like to hear about the tides: \
+         why the sea rises and falls twice a day, what the moon and the sun have to do with it, \
+         and why some harbours see ten metres between low and high water while others barely \
+         notice a change.<|im_end|>\n",
+    );
+    assert!(ids.len() > 48, "{} tokens", ids.len());
     let want = step(&mut m.new_cache(), &ids);
 
     let mut cache = m.new_cache();
