@@ -217,6 +217,8 @@ impl TextGenerator {
             tokenizer: self.tokenizer.clone(),
             stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
             ids: Vec::new(),
+            prefix_offset: 0,
+            read_offset: 0,
             text: String::new(),
             sent: 0,
             prompt_tokens,
@@ -281,6 +283,11 @@ pub struct TextStream {
     tokenizer: Arc<Tokenizer>,
     stop: Vec<String>,
     ids: Vec<u32>,
+    /// Incremental decoding window (see [`TextStream::decode_new`]): `ids[prefix_offset..
+    /// read_offset]` were decoded into the end of `text` last time.
+    prefix_offset: usize,
+    /// Tokens up to here are in `text`.
+    read_offset: usize,
     /// Everything decoded so far.
     text: String,
     /// Bytes of `text` already handed out.
@@ -314,11 +321,9 @@ impl TextStream {
                 }
                 Some(Event::Finished(f)) => {
                     // Text held back for an incomplete character is final now.
-                    if let Ok(all) = self.tokenizer.decode(&self.ids, true)
-                        && all.len() >= self.sent
-                        && all.is_char_boundary(self.sent)
-                    {
-                        self.text = all;
+                    if let Err(e) = self.decode_new(true) {
+                        self.finished = true;
+                        return Some(Err(e));
                     }
                     // The last tokens may complete a stop string only now.
                     if let Some(at) = self.first_stop() {
@@ -363,18 +368,14 @@ impl TextStream {
     /// end when a stop string appeared.
     fn push_token(&mut self, id: u32) -> Option<Result<TextEvent, GenerateError>> {
         self.ids.push(id);
-        let decoded = match self.tokenizer.decode(&self.ids, true) {
-            Ok(t) => t,
+        match self.decode_new(false) {
+            Ok(true) => {}
+            Ok(false) => return None,
             Err(e) => {
                 self.finished = true;
-                return Some(Err(GenerateError::Internal(e.to_string())));
+                return Some(Err(e));
             }
-        };
-        // An incomplete UTF-8 sequence decodes to U+FFFD; wait for the next token.
-        if decoded.ends_with('\u{FFFD}') {
-            return None;
         }
-        self.text = decoded;
         if let Some(at) = self.first_stop() {
             self.text.truncate(at);
             if let Some(tokens) = self.tokens.take() {
@@ -385,6 +386,33 @@ impl TextStream {
         let hold = self.stop_prefix_len();
         self.take(self.text.len() - hold)
             .map(|d| Ok(TextEvent::Delta(d)))
+    }
+
+    /// Appends the text of the tokens after `read_offset`, the way vLLM and TGI detokenize:
+    /// decode a window that starts a little earlier (`prefix_offset`) with and without the new
+    /// tokens and keep the difference. Each token costs a few tokens' decoding, not the whole
+    /// output's, and the window's context keeps tokenizers that treat a leading space or a
+    /// byte fallback specially in agreement with decoding everything at once. An incomplete
+    /// UTF-8 sequence (U+FFFD at the end) waits for the next token unless `flush`. Returns
+    /// whether text was added.
+    fn decode_new(&mut self, flush: bool) -> Result<bool, GenerateError> {
+        let decode = |ids: &[u32]| {
+            self.tokenizer
+                .decode(ids, true)
+                .map_err(|e| GenerateError::Internal(e.to_string()))
+        };
+        let prefix = decode(&self.ids[self.prefix_offset..self.read_offset])?;
+        let window = decode(&self.ids[self.prefix_offset..])?;
+        let complete = flush || !window.ends_with('\u{FFFD}');
+        match window.get(prefix.len()..) {
+            Some(new) if complete && !new.is_empty() => {
+                self.text.push_str(new);
+                self.prefix_offset = self.read_offset;
+                self.read_offset = self.ids.len();
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     /// Ends the stream: hands out any held-back text first, then the usage.
@@ -443,5 +471,78 @@ impl TextStream {
             }
         }
         hold.min(self.text.len() - self.sent.min(self.text.len()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opt_tokenizer() -> Arc<Tokenizer> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../llm/tests/fixtures/opt-tiny-preln");
+        Arc::new(Tokenizer::from_dir(&dir).unwrap())
+    }
+
+    fn stream(tokenizer: Arc<Tokenizer>) -> TextStream {
+        TextStream {
+            tokens: None,
+            tokenizer,
+            stop: vec![],
+            ids: vec![],
+            prefix_offset: 0,
+            read_offset: 0,
+            text: String::new(),
+            sent: 0,
+            prompt_tokens: 0,
+            pending_done: None,
+            finished: false,
+        }
+    }
+
+    /// Token by token, the deltas add up to the text, and a character whose UTF-8 bytes are
+    /// split over several byte-level tokens is handed out whole, never as U+FFFD.
+    #[test]
+    fn incremental_decoding_gives_whole_characters_and_the_whole_text() {
+        let tokenizer = opt_tokenizer();
+        let text = "Tides: the sea rises \u{1F30A} and falls \u{2014} caf\u{e9}, na\u{ef}ve, \u{65e5}\u{672c}.";
+        let ids = tokenizer.encode(text, false).unwrap();
+        let partial = |id: &u32| {
+            tokenizer
+                .decode(&[*id], false)
+                .unwrap()
+                .contains('\u{FFFD}')
+        };
+        assert!(
+            ids.iter().any(partial),
+            "some token holds part of a character"
+        );
+        let mut s = stream(tokenizer);
+        let mut deltas = Vec::new();
+        for id in ids {
+            if let Some(Ok(TextEvent::Delta(d))) = s.push_token(id) {
+                assert!(!d.contains('\u{FFFD}'), "{d:?}");
+                deltas.push(d);
+            }
+        }
+        if let TextEvent::Delta(d) = s.finish("length") {
+            deltas.push(d);
+        }
+        assert_eq!(deltas.concat(), text);
+        assert!(deltas.len() > 10, "{deltas:?}");
+    }
+
+    /// A generation cut inside a character still hands out what it has when it ends.
+    #[test]
+    fn an_incomplete_character_at_the_end_is_flushed() {
+        let tokenizer = opt_tokenizer();
+        let ids = tokenizer.encode("ok \u{1F30A}", false).unwrap();
+        let mut s = stream(tokenizer);
+        for &id in &ids[..ids.len() - 1] {
+            s.push_token(id);
+        }
+        s.decode_new(true).unwrap();
+        assert!(s.text.starts_with("ok "), "{:?}", s.text);
+        assert!(s.text.ends_with('\u{FFFD}'), "{:?}", s.text);
     }
 }
