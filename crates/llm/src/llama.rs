@@ -1,6 +1,7 @@
 //! Llama-family decoders (Llama, SmolLM, Mistral, Qwen2) that batch ragged
 //! steps, from a GGUF file (quantized) or a transformers checkpoint folder
-//! (safetensors, computed in f32; see [`crate::transformers`]).
+//! (safetensors or `pytorch_model.bin`, computed in f32; see
+//! [`crate::transformers`]).
 //!
 //! # Why not `candle-transformers`' `llama` and `quantized_llama`
 //!
@@ -61,6 +62,10 @@ use crate::transformers;
 
 /// KV caches grow in multiples of this many positions.
 const CACHE_CHUNK: usize = 64;
+
+/// The longest context accepted (4M positions); RoPE tables are built for the
+/// whole context at load, so an absurd value is refused rather than allocated.
+pub const MAX_CONTEXT: usize = 1 << 22;
 
 /// Supported architectures (`general.architecture` in GGUF, `model_type`
 /// in `config.json`).
@@ -447,27 +452,56 @@ impl Llama {
     }
 
     /// Loads a transformers checkpoint folder of a Llama, Mistral or Qwen2
-    /// model (`config.json` and safetensors, any float dtype), computed in
-    /// f32 as transformers does on CPU.
+    /// model (`config.json`; safetensors or `pytorch_model.bin`, any float
+    /// dtype), computed in f32 as transformers does on CPU. A tensor the
+    /// model would not use is an error, not something to ignore: it means
+    /// the checkpoint computes something this model does not.
     pub fn load_transformers(dir: &Path) -> Result<Self> {
         let checkpoint = transformers::read_llama_config(dir)?;
         let device = Device::Cpu;
         let mut tensors = transformers::read_weights(dir, &device)?;
         if checkpoint.tie_word_embeddings {
             tensors.remove("lm_head.weight");
+        } else if !tensors.contains_key("lm_head.weight") {
+            return Err(Error::Config(format!(
+                "{}: tie_word_embeddings is false but lm_head.weight is missing",
+                dir.display()
+            )));
         }
+        // Precomputed RoPE frequencies some exporters keep; RoPE is computed from the config.
+        tensors.retain(|name, _| !name.ends_with("rotary_emb.inv_freq"));
         let mut r = TensorReader {
             path: dir,
             source: Source::Transformers(tensors),
             device,
         };
-        Self::build(
+        let model = Self::build(
             checkpoint.config,
             None,
             &mut r,
             Prep::new(WeightPrep::AsStored),
             checkpoint.freq_factors,
-        )
+        )?;
+        if let Source::Transformers(unused) = &r.source
+            && !unused.is_empty()
+        {
+            let mut names: Vec<&str> = unused.keys().map(String::as_str).collect();
+            names.sort_unstable();
+            let more = names.len().saturating_sub(5);
+            names.truncate(5);
+            return Err(Error::Config(format!(
+                "{}: tensors this {:?} model does not use: {}{}",
+                dir.display(),
+                model.config.architecture,
+                names.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            )));
+        }
+        Ok(model)
     }
 
     fn build(
@@ -530,7 +564,7 @@ impl Llama {
             blocks.push(Block {
                 attn_norm: r.dense(&p("attn_norm.weight"), &[d])?,
                 qkv,
-                wo: linear(wo, None)?,
+                wo: linear(wo, r.opt_bias(&p("attn_output.bias"), d)?)?,
                 ffn_norm: r.dense(&p("ffn_norm.weight"), &[d])?,
                 gate_up,
                 down: linear(down, None)?,
@@ -1004,6 +1038,12 @@ fn config_from_gguf(content: &Content, info: &GgufInfo) -> Result<LlamaConfig> {
             }
         },
     };
+    let context_length = info.context_length;
+    if context_length > MAX_CONTEXT {
+        return Err(Error::Config(format!(
+            "{arch}.context_length {context_length} exceeds the {MAX_CONTEXT} positions Tidal supports"
+        )));
+    }
     let vocab_size = match content.tensor_infos.get("token_embd.weight") {
         Some(t) => t
             .shape
@@ -1024,7 +1064,7 @@ fn config_from_gguf(content: &Content, info: &GgufInfo) -> Result<LlamaConfig> {
         rms_eps: meta_opt_f32(md, &key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-5),
         rope_theta: meta_opt_f32(md, &key("rope.freq_base"))?.unwrap_or(10_000.0),
         rope_linear_scale,
-        context_length: info.context_length,
+        context_length,
         vocab_size,
     })
 }

@@ -1,6 +1,7 @@
-//! transformers checkpoint folders: safetensors weights (one file or an
-//! index of shards) and the `config.json` of Llama-family models, mapped to
-//! what [`crate::llama::Llama`] reads from GGUF files.
+//! transformers checkpoint folders: weights (safetensors, one file or an
+//! index of shards, else PyTorch's `pytorch_model.bin`) and the `config.json`
+//! of Llama-family models, mapped to what [`crate::llama::Llama`] reads from
+//! GGUF files.
 //!
 //! The GGUF tensor names are the model's own vocabulary; a checkpoint's
 //! names are translated by [`tensor_name`], so one loader serves both.
@@ -13,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
-use crate::llama::{Architecture, LlamaConfig, RopeStyle};
+use crate::llama::{Architecture, LlamaConfig, MAX_CONTEXT, RopeStyle};
 
 /// Reads every tensor of a checkpoint folder into memory: `model.safetensors`
 /// or the shards a `model.safetensors.index.json` lists, or else PyTorch's
@@ -201,18 +202,22 @@ pub const LLAMA_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2"];
 pub(crate) fn read_llama_config(dir: &Path) -> Result<LlamaCheckpoint> {
     let path = dir.join("config.json");
     let c: ConfigJson = read_json(&path)?;
+    // Absent and null differ for Mistral's window (absent means 4096).
+    let raw: Value = read_json(&path)?;
     let bad = |msg: String| Err(Error::Config(format!("{}: {msg}", path.display())));
-    let (architecture, default_context) = match c.model_type.as_str() {
-        "llama" => (Architecture::Llama, 2048),
-        "mistral" => (Architecture::Llama, 4096 * 32),
-        "qwen2" => (Architecture::Qwen2, 32768),
-        other => {
-            return bad(format!(
-                "model_type {other:?} is not a supported Llama-family model ({})",
-                LLAMA_MODEL_TYPES.join(", ")
-            ));
-        }
-    };
+    // transformers' defaults for fields a config leaves out.
+    let (architecture, default_context, default_kv_heads, default_window) =
+        match c.model_type.as_str() {
+            "llama" => (Architecture::Llama, 2048, None, None),
+            "mistral" => (Architecture::Llama, 4096 * 32, Some(8), Some(4096)),
+            "qwen2" => (Architecture::Qwen2, 32768, Some(32), None),
+            other => {
+                return bad(format!(
+                    "model_type {other:?} is not a supported Llama-family model ({})",
+                    LLAMA_MODEL_TYPES.join(", ")
+                ));
+            }
+        };
     if let Some(act) = c.hidden_act.as_deref().filter(|a| *a != "silu") {
         return bad(format!("hidden_act {act:?} is not supported (silu)"));
     }
@@ -220,7 +225,7 @@ pub(crate) fn read_llama_config(dir: &Path) -> Result<LlamaCheckpoint> {
         return bad("mlp_bias = true is not supported".into());
     }
     let n_head = c.num_attention_heads;
-    let n_kv_head = c.num_key_value_heads.unwrap_or(n_head);
+    let n_kv_head = c.num_key_value_heads.or(default_kv_heads).unwrap_or(n_head);
     if n_head == 0
         || n_kv_head == 0
         || !c.hidden_size.is_multiple_of(n_head)
@@ -241,13 +246,22 @@ pub(crate) fn read_llama_config(dir: &Path) -> Result<LlamaCheckpoint> {
         return bad(format!("odd head size {head_dim}"));
     }
     let mut context_length = c.max_position_embeddings.unwrap_or(default_context);
+    if context_length > MAX_CONTEXT {
+        return bad(format!(
+            "max_position_embeddings {context_length} exceeds the {MAX_CONTEXT} positions Tidal supports"
+        ));
+    }
     // Without masking beyond the window, a sliding-window model is exact
     // only while a sequence fits in the window, so that bounds the context.
     let windowed = match architecture {
         Architecture::Qwen2 => c.use_sliding_window == Some(true),
         Architecture::Llama => true,
     };
-    if let Some(window) = c.sliding_window.filter(|_| windowed) {
+    let window = match raw.get("sliding_window") {
+        None => default_window,
+        Some(_) => c.sliding_window,
+    };
+    if let Some(window) = window.filter(|_| windowed) {
         context_length = context_length.min(window);
     }
     let rope_theta = c.rope_theta.unwrap_or(10_000.0);
@@ -472,6 +486,11 @@ mod tests {
                 "rope_scaling.low_freq_factor",
             ),
             ("hidden_size", serde_json::json!("wide"), "hidden_size"),
+            (
+                "max_position_embeddings",
+                serde_json::json!(1u64 << 40),
+                "max_position_embeddings 1099511627776",
+            ),
         ];
         for (field, value, expected) in cases {
             let mut config = smollm2_config();
@@ -487,8 +506,27 @@ mod tests {
     fn sliding_windows_bound_the_context() {
         let mut mistral = smollm2_config();
         mistral["model_type"] = "mistral".into();
-        mistral["sliding_window"] = 4096.into();
-        assert_eq!(write_config(mistral).1.unwrap().config.context_length, 4096);
+        mistral["sliding_window"] = 2048.into();
+        assert_eq!(
+            write_config(mistral.clone())
+                .1
+                .unwrap()
+                .config
+                .context_length,
+            2048
+        );
+        // Absent means MistralConfig's default window of 4096; null means none.
+        mistral.as_object_mut().unwrap().remove("sliding_window");
+        assert_eq!(
+            write_config(mistral.clone())
+                .1
+                .unwrap()
+                .config
+                .context_length,
+            4096
+        );
+        mistral["sliding_window"] = Value::Null;
+        assert_eq!(write_config(mistral).1.unwrap().config.context_length, 8192);
         // Qwen2 declares a window it does not use unless asked to.
         let mut qwen = smollm2_config();
         qwen["model_type"] = "qwen2".into();
@@ -516,12 +554,18 @@ mod tests {
         });
         let ff = write_config(config).1.unwrap().freq_factors.unwrap();
         assert_eq!(ff.len(), 64);
-        assert_eq!(ff[0], 1.0);
-        assert_eq!(ff[63], 8.0);
-        // Wavelengths between 2048 and 8192 positions are blended: the
-        // divisors rise monotonically from 1 to 8 across that band.
-        assert!(ff.windows(2).all(|w| w[0] <= w[1]));
-        let blended = ff.iter().filter(|&&f| f > 1.0 && f < 8.0).count();
-        assert!(blended > 0, "{ff:?}");
+        // Values from transformers' formula for Llama 3.1 8B: short
+        // wavelengths kept, long ones divided by 8, the band between blended.
+        for (i, want) in [
+            (0, 1.0),
+            (28, 1.0),
+            (29, 1.207_484),
+            (32, 2.694_53),
+            (34, 5.257_327),
+            (35, 8.0),
+            (63, 8.0),
+        ] {
+            assert!((ff[i] - want).abs() < 1e-4, "ff[{i}] = {} != {want}", ff[i]);
+        }
     }
 }

@@ -5,15 +5,15 @@
 //! Needs the model file: run `bash scripts/fetch-models`, or point
 //! `TIDAL_SMOLLM2_GGUF` at it.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use tidal_llm::{
     CausalLm, DType, Error, GgufInfo, Llama, LlamaCache, RopeStyle, SeqStep, Tokenizer, WeightPrep,
 };
 
-#[path = "support/transformers_export.rs"]
-mod transformers_export;
+#[path = "support/smollm2.rs"]
+mod smollm2;
+use smollm2::gguf_path;
 
 /// The results are in fact bit-identical (quantized matmuls work row by row,
 /// attention sums in a fixed order); the tolerance leaves room for kernels
@@ -22,19 +22,6 @@ const TOL: f32 = 1e-3;
 
 const CHAT_PROMPT: &str =
     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
-
-fn gguf_path() -> PathBuf {
-    let path = std::env::var_os("TIDAL_SMOLLM2_GGUF").map_or_else(
-        || PathBuf::from("/var/tmp/tidal-models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "{} is missing: run `bash scripts/fetch-models` (or set TIDAL_SMOLLM2_GGUF)",
-        path.display()
-    );
-    path
-}
 
 fn model() -> &'static Llama {
     static MODEL: OnceLock<Llama> = OnceLock::new();
@@ -175,7 +162,7 @@ fn faithful_and_as_stored_weights_answer_paris() {
 #[test]
 fn a_transformers_checkpoint_computes_what_its_gguf_computes() {
     let dir = std::env::temp_dir().join(format!("tidal-smollm2-hf-{}", std::process::id()));
-    transformers_export::export_transformers(&gguf_path(), &dir, DType::F32);
+    smollm2::export_transformers(&gguf_path(), &dir, DType::F32);
     let hf = Llama::load_transformers(&dir).expect("load the checkpoint");
     assert_eq!(hf.config().rope_style, RopeStyle::Halves);
     assert!(hf.info().is_none());
@@ -209,17 +196,28 @@ fn a_transformers_checkpoint_computes_what_its_gguf_computes() {
     let text = greedy(&hf, &prompt, 12);
     assert!(text.contains("Paris"), "answer: {text:?}");
 
-    // A config that does not match the weights names the missing tensor.
+    // A config that does not match the weights is an error naming the tensors at fault:
+    // missing ones, unused ones (never silently ignored), an untied head without weights.
     let config_path = dir.join("config.json");
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    config["num_hidden_layers"] = 31.into();
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    let err = Llama::load_transformers(&dir).unwrap_err().to_string();
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    let load_with = |field: &str, value: serde_json::Value| {
+        let mut config: serde_json::Value = serde_json::from_str(&original).unwrap();
+        config[field] = value;
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        Llama::load_transformers(&dir).unwrap_err().to_string()
+    };
+    let err = load_with("num_hidden_layers", 31.into());
     assert!(
         err.contains("model.layers.30.self_attn.q_proj.weight is missing"),
         "{err}"
     );
+    let err = load_with("num_hidden_layers", 29.into());
+    assert!(
+        err.contains("does not use: model.layers.29.") && err.contains("and 4 more"),
+        "{err}"
+    );
+    let err = load_with("tie_word_embeddings", false.into());
+    assert!(err.contains("lm_head.weight is missing"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

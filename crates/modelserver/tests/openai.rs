@@ -15,8 +15,8 @@ use tidal_modelserver::dataplane::DataPlane;
 use tidal_modelserver::runtimes::huggingface::{self, LlmOptions};
 use tower::ServiceExt;
 
-#[path = "../../llm/tests/support/transformers_export.rs"]
-mod transformers_export;
+#[path = "../../llm/tests/support/smollm2.rs"]
+mod smollm2;
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -455,17 +455,9 @@ async fn models_health_and_vllm_metrics() {
 /// template of `tokenizer_config.json` and the EOS of `config.json`.
 #[tokio::test]
 async fn a_llama_checkpoint_folder_answers_chat_with_its_own_template() {
-    let gguf = std::env::var_os("TIDAL_SMOLLM2_GGUF").map_or_else(
-        || PathBuf::from("/var/tmp/tidal-models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-        PathBuf::from,
-    );
-    assert!(
-        gguf.is_file(),
-        "{} is missing: run `bash scripts/fetch-models`",
-        gguf.display()
-    );
+    let gguf = smollm2::gguf_path();
     let dir = std::env::temp_dir().join(format!("tidal-openai-llama-{}", std::process::id()));
-    transformers_export::export_transformers(&gguf, &dir, candle_core::DType::BF16);
+    smollm2::export_transformers(&gguf, &dir, candle_core::DType::BF16);
     let app = server_for(&dir, "smollm2");
     let (status, body) = post(
         &app,
@@ -488,4 +480,64 @@ async fn a_llama_checkpoint_folder_answers_chat_with_its_own_template() {
         "{body}"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A streamed generation counts as in progress (and is timed) until its last event, not
+/// until its headers; a client that hangs up first is counted as 499.
+#[tokio::test]
+async fn a_streamed_request_is_in_progress_until_its_last_event() {
+    let app = server("opt-tiny-preln");
+    let streamed = || {
+        Request::builder()
+            .method("POST")
+            .uri("/openai/v1/completions")
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"model": "fbopt", "prompt": "Hi", "max_tokens": 8, "temperature": 0,
+                       "ignore_eos": true, "stream": true})
+                .to_string(),
+            ))
+            .unwrap()
+    };
+    let metric = |metrics: &str, name: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    const IN_PROGRESS: &str =
+        "rest_server_requests_in_progress{model_name=\"fbopt\",protocol=\"openai\"} ";
+
+    let response = app.clone().oneshot(streamed()).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let (_, metrics) = call(&app, "GET", "/metrics", Value::Null).await;
+    assert_eq!(
+        metric(&metrics, IN_PROGRESS).as_deref(),
+        Some("1"),
+        "{metrics}"
+    );
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("data: [DONE]"));
+    let (_, metrics) = call(&app, "GET", "/metrics", Value::Null).await;
+    assert_eq!(
+        metric(&metrics, IN_PROGRESS).as_deref(),
+        Some("0"),
+        "{metrics}"
+    );
+    let ok =
+        "rest_server_requests_total{model_name=\"fbopt\",protocol=\"openai\",status_code=\"200\"} ";
+    assert_eq!(metric(&metrics, ok).as_deref(), Some("1"), "{metrics}");
+
+    let response = app.clone().oneshot(streamed()).await.unwrap();
+    drop(response);
+    let (_, metrics) = call(&app, "GET", "/metrics", Value::Null).await;
+    assert_eq!(
+        metric(&metrics, IN_PROGRESS).as_deref(),
+        Some("0"),
+        "{metrics}"
+    );
+    let gone =
+        "rest_server_requests_total{model_name=\"fbopt\",protocol=\"openai\",status_code=\"499\"} ";
+    assert_eq!(metric(&metrics, gone).as_deref(), Some("1"), "{metrics}");
+    assert_eq!(metric(&metrics, ok).as_deref(), Some("1"), "{metrics}");
 }

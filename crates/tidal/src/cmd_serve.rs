@@ -150,7 +150,14 @@ async fn run(args: &ServeArgs) -> anyhow::Result<()> {
     };
     let dp = if args.model_id.is_some() || huggingface::is_generative(&model_dir) {
         let path = match (&args.model_id, &args.storage_uri) {
-            (Some(id), None) => huggingface::resolve_model_id(id, args.model_revision.as_deref())?,
+            // A download is blocking I/O (hf-hub's sync client), kept off the async workers.
+            (Some(id), None) => {
+                let (id, revision) = (id.clone(), args.model_revision.clone());
+                tokio::task::spawn_blocking(move || {
+                    huggingface::resolve_model_id(&id, revision.as_deref())
+                })
+                .await??
+            }
             _ => model_dir,
         };
         if !(args.kv_cache_space > 0.0 && args.kv_cache_space.is_finite()) {

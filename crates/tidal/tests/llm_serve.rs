@@ -333,8 +333,9 @@ fn hub_answer(
         .map(|file| (file, std::fs::read(folder.join(file))))
     {
         let total = bytes.len();
+        let last = total.saturating_sub(1);
         let (from, to) = range.unwrap_or((0, None));
-        let to = to.unwrap_or(total - 1).min(total - 1);
+        let (from, to) = (from.min(last), to.unwrap_or(last).min(last));
         if to + 1 - from > 1 {
             downloads.fetch_add(1, Ordering::Relaxed);
         }
@@ -360,9 +361,9 @@ fn hub_answer(
     let _ = stream.write_all(&body);
 }
 
-/// The seed's `--model_id=facebook/opt-125m`, not in the cache, is downloaded from the Hub
-/// (`HF_ENDPOINT`) into the Hugging Face cache in huggingface_hub's layout, then served; the
-/// next start finds it there with downloads switched off. The repository is laid out as
+/// The seed's `--model_id=facebook/opt-125m`, only partly in the cache (as an interrupted
+/// download leaves it), is completed from the Hub (`HF_ENDPOINT`) in huggingface_hub's cache
+/// layout, then served; the next start finds it there with downloads switched off. The repository is laid out as
 /// facebook/opt-125m is on the Hub (`pytorch_model.bin`, `vocab.json` + `merges.txt`, no
 /// `tokenizer.json`), holding the tiny fixture whose greedy text transformers recorded.
 #[test]
@@ -377,6 +378,12 @@ fn the_seeds_model_id_is_downloaded_from_the_hub_then_served() {
     let hub = FakeHub::start("facebook/opt-125m", COMMIT, fixture.clone());
     let root = std::env::temp_dir().join(format!("tidal-llm-download-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
+    let repo = root.join("hub").join("models--facebook--opt-125m");
+    let snapshot = repo.join("snapshots").join(COMMIT);
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs").join("main"), COMMIT).unwrap();
+    std::fs::copy(fixture.join("config.json"), snapshot.join("config.json")).unwrap();
     let start = |env: &[(&str, String)]| {
         let port = free_port();
         let mut cmd = Command::new(TIDAL);
@@ -418,10 +425,9 @@ fn the_seeds_model_id_is_downloaded_from_the_hub_then_served() {
     let server = start(&[("HF_ENDPOINT", format!("http://127.0.0.1:{}", hub.port))]);
     assert_eq!(completion(server.port), expected["greedy_text"]);
     drop(server);
-    // Every file of the repository serves a purpose here.
+    // Every file of the repository serves a purpose here; config.json was already cached.
     let fetched = hub.downloads.load(Ordering::Relaxed);
-    assert_eq!(fetched, std::fs::read_dir(&fixture).unwrap().count());
-    let repo = root.join("hub").join("models--facebook--opt-125m");
+    assert_eq!(fetched, std::fs::read_dir(&fixture).unwrap().count() - 1);
     let main = std::fs::read_to_string(repo.join("refs").join("main")).unwrap();
     assert_eq!(main.trim(), COMMIT);
     for file in ["config.json", "vocab.json", "pytorch_model.bin"] {

@@ -26,6 +26,7 @@ use tidal_llm::{ChatMessage, SamplingParams};
 
 use crate::dataplane::{DataPlane, DataPlaneError, new_request_id};
 use crate::generative::{GenerateError, Prompt, TextEvent, TextGenerator, TextStream, Usage};
+use crate::metrics::RequestTimer;
 
 /// The OpenAI routes.
 pub fn router(dp: Arc<DataPlane>) -> Router {
@@ -308,7 +309,9 @@ async fn completions(State(dp): State<Arc<DataPlane>>, body: Bytes) -> Response 
 }
 
 /// Runs an endpoint, counting the request in the server's request metrics and turning its
-/// error into OpenAI's body.
+/// error into OpenAI's body. The request ends when its body has been sent, so a streamed
+/// generation counts as in progress, and is timed, until its last event; a client that hangs
+/// up first is counted as 499.
 async fn counted(
     dp: &DataPlane,
     body: &Bytes,
@@ -316,8 +319,58 @@ async fn counted(
 ) -> Response {
     let timer = dp.metrics.start(&peek_model(body), "openai");
     let response = endpoint.await.unwrap_or_else(IntoResponse::into_response);
-    timer.finish(response.status().as_u16());
-    response
+    let status = response.status().as_u16();
+    let (parts, body) = response.into_parts();
+    Response::from_parts(
+        parts,
+        axum::body::Body::new(TimedBody {
+            inner: body,
+            timer: std::cell::Cell::new(Some((timer, status))),
+        }),
+    )
+}
+
+/// A response body that finishes its request's timer after the last frame (hyper stops
+/// polling a body that says it has ended, so that counts as the end too).
+struct TimedBody {
+    inner: axum::body::Body,
+    timer: std::cell::Cell<Option<(RequestTimer, u16)>>,
+}
+
+impl TimedBody {
+    fn end(&self) {
+        if let Some((timer, status)) = self.timer.take() {
+            timer.finish(status);
+        }
+    }
+}
+
+impl http_body::Body for TimedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.end();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let ended = self.inner.is_end_stream();
+        if ended {
+            self.end();
+        }
+        ended
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 async fn completions_inner(dp: &DataPlane, body: &Bytes) -> Result<Response, OpenAiError> {

@@ -123,19 +123,36 @@ fn hub_cache_dirs() -> Vec<PathBuf> {
 /// folder, as `huggingface-cli download` would, unless `HF_HUB_OFFLINE` is set.
 pub fn resolve_model_id(model_id: &str, revision: Option<&str>) -> Result<PathBuf, LoadError> {
     let dirs = hub_cache_dirs();
-    match resolve_in(model_id, revision, &dirs) {
-        Err(LoadError::NotCached { model_id, looked }) if !hub_offline() => {
-            let endpoint = std::env::var("HF_ENDPOINT")
-                .unwrap_or_else(|_| "https://huggingface.co".to_owned());
+    let local = Path::new(model_id).exists();
+    let looks_like_path = model_id.starts_with('/') || model_id.starts_with('.');
+    let offline = hub_offline() || looks_like_path || local;
+    let cached = resolve_in(model_id, revision, &dirs);
+    // A snapshot that lacks its weights (an interrupted download, or a
+    // `huggingface-cli download repo config.json`) is completed when online.
+    match cached {
+        Ok(dir) if offline || dir.is_file() || snapshot_complete(&dir) => Ok(dir),
+        Err(LoadError::NotCached { model_id, looked }) if looks_like_path => {
+            Err(LoadError::Unsupported(format!(
+                "--model_id {model_id:?} looks like a path but no such folder or .gguf file exists (and it was not looked up in {looked})"
+            )))
+        }
+        Err(e @ LoadError::NotCached { .. }) if offline => Err(e),
+        _ => {
+            let looked = dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let endpoint =
+                non_empty_env("HF_ENDPOINT").unwrap_or_else(|| "https://huggingface.co".to_owned());
             let cache = dirs.first().cloned().unwrap_or_else(|| PathBuf::from("."));
-            download(&model_id, revision, &cache).map_err(|message| LoadError::Download {
-                model_id,
+            download(model_id, revision, &cache, &endpoint).map_err(|message| LoadError::Download {
+                model_id: model_id.to_owned(),
                 looked,
                 endpoint,
                 message,
             })
         }
-        other => other,
     }
 }
 
@@ -145,21 +162,87 @@ fn hub_offline() -> bool {
         .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
 }
 
+/// An environment variable, with empty meaning unset (as huggingface_hub reads them).
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// The Hub token as huggingface_hub finds it: `HF_TOKEN`, then the legacy
+/// `HUGGING_FACE_HUB_TOKEN`, then the file `huggingface-cli login` writes (`HF_TOKEN_PATH`,
+/// or `token` beside the hub cache folder).
+fn hub_token(cache: &Path) -> Option<String> {
+    non_empty_env("HF_TOKEN")
+        .or_else(|| non_empty_env("HUGGING_FACE_HUB_TOKEN"))
+        .or_else(|| {
+            let file = non_empty_env("HF_TOKEN_PATH").map_or_else(
+                || cache.parent().unwrap_or(Path::new(".")).join("token"),
+                PathBuf::from,
+            );
+            std::fs::read_to_string(file)
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+        })
+}
+
+/// Whether a snapshot folder holds a complete model: a GGUF file, or a `config.json` with
+/// weights (every shard an index names).
+fn snapshot_complete(dir: &Path) -> bool {
+    if gguf_file(dir).is_some() {
+        return true;
+    }
+    if !dir.join("config.json").is_file() {
+        return false;
+    }
+    ["model.safetensors", "pytorch_model.bin"]
+        .iter()
+        .any(|f| dir.join(f).is_file())
+        || [
+            "model.safetensors.index.json",
+            "pytorch_model.bin.index.json",
+        ]
+        .iter()
+        .any(|index| {
+            index_shards(&dir.join(index))
+                .is_some_and(|shards| shards.iter().all(|s| dir.join(s).is_file()))
+        })
+}
+
+/// The shard files a weight index (`*.index.json`) names, or `None` if it cannot be read.
+fn index_shards(index: &Path) -> Option<Vec<String>> {
+    let map = read_json(index).ok()?;
+    let mut shards: Vec<String> = map["weight_map"]
+        .as_object()?
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    shards.sort();
+    shards.dedup();
+    Some(shards)
+}
+
 /// Downloads what serving `model_id` needs into the hub cache folder `cache` with huggingface's
 /// own Rust client (blobs, `snapshots/<commit>` links and `refs/<revision>`, the layout
-/// `huggingface_hub` writes, so either tool reuses the other's files), showing a progress bar
-/// per file on a terminal. Returns the snapshot folder.
-fn download(model_id: &str, revision: Option<&str>, cache: &Path) -> Result<PathBuf, String> {
+/// `huggingface_hub` writes, so either tool reuses the other's files; files already there are
+/// not fetched again), showing a progress bar per file on a terminal. Returns the snapshot
+/// folder.
+fn download(
+    model_id: &str,
+    revision: Option<&str>,
+    cache: &Path,
+    endpoint: &str,
+) -> Result<PathBuf, String> {
     use hf_hub::api::sync::ApiBuilder;
-    use hf_hub::{Repo, RepoType};
-    let mut builder = ApiBuilder::from_env()
-        .with_cache_dir(cache.to_path_buf())
+    use hf_hub::{Cache, Repo, RepoType};
+    // Built from an explicit cache: hf-hub's own defaults look up a home folder and panic
+    // without one (containers often have none).
+    let api = ApiBuilder::from_cache(Cache::new(cache.to_path_buf()))
+        .with_endpoint(endpoint.to_owned())
+        .with_token(hub_token(cache))
         .with_progress(true)
-        .with_retries(3);
-    if let Ok(token) = std::env::var("HF_TOKEN") {
-        builder = builder.with_token(Some(token));
-    }
-    let api = builder.build().map_err(|e| e.to_string())?;
+        .with_retries(3)
+        .build()
+        .map_err(|e| e.to_string())?;
     let revision = revision.unwrap_or("main").to_owned();
     let repo = api.repo(Repo::with_revision(
         model_id.to_owned(),
@@ -168,20 +251,42 @@ fn download(model_id: &str, revision: Option<&str>, cache: &Path) -> Result<Path
     ));
     let info = repo.info().map_err(|e| e.to_string())?;
     let names: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
-    let mut snapshot = None;
-    for file in files_to_download(&names)? {
+    let plan = files_to_download(&names)?;
+    let get = |file: &str| {
         tracing::info!(model_id, file, "downloading from the Hugging Face Hub");
-        let path = repo.get(file).map_err(|e| format!("{file}: {e}"))?;
+        repo.get(file).map_err(|e| format!("{file}: {e}"))
+    };
+    let mut snapshot = None;
+    for file in &plan.files {
+        snapshot = get(file)?.parent().map(Path::to_path_buf);
+    }
+    if let Some(index) = plan.index {
+        let path = get(index)?;
+        let shards = index_shards(&path).ok_or_else(|| format!("{index}: no weight_map"))?;
+        for shard in &shards {
+            get(shard)?;
+        }
         snapshot = path.parent().map(Path::to_path_buf);
     }
     snapshot.ok_or_else(|| "the repository lists no files".to_owned())
 }
 
+/// What to fetch from a Hub repository.
+#[derive(Debug, PartialEq)]
+struct DownloadPlan<'a> {
+    /// Files fetched as they are.
+    files: Vec<&'a str>,
+    /// A weight index, fetched then followed: exactly the shards its `weight_map` names.
+    index: Option<&'a str>,
+}
+
 /// Files of a Hub repository worth fetching to serve it: the configs, tokenizer (fast, or a
 /// slow one's vocabulary and merges) and chat template, and one copy of the weights:
-/// safetensors (all shards), else the repository's only GGUF file, else PyTorch's
-/// `pytorch_model*.bin` (older repositories such as facebook/opt-* have nothing else).
-fn files_to_download<'a>(names: &[&'a str]) -> Result<Vec<&'a str>, String> {
+/// safetensors (`model.safetensors`, or the shards `model.safetensors.index.json` names),
+/// else the repository's only GGUF file, else PyTorch's `pytorch_model.bin` or its index
+/// (older repositories such as facebook/opt-* have nothing else). Other copies (Mistral's
+/// `consolidated.safetensors`, TF and Flax weights, subfolders) are left on the Hub.
+fn files_to_download<'a>(names: &[&'a str]) -> Result<DownloadPlan<'a>, String> {
     const METADATA: &[&str] = &[
         "config.json",
         "generation_config.json",
@@ -192,36 +297,35 @@ fn files_to_download<'a>(names: &[&'a str]) -> Result<Vec<&'a str>, String> {
         "vocab.json",
         "merges.txt",
     ];
-    // Only top-level files: subfolders hold other variants (onnx/, original/, ...).
-    let top: Vec<&str> = names.iter().copied().filter(|n| !n.contains('/')).collect();
-    let mut weights: Vec<&str> = top
+    let has = |n: &str| names.contains(&n);
+    let mut files: Vec<&str> = names
         .iter()
         .copied()
-        .filter(|n| n.ends_with(".safetensors") || *n == "model.safetensors.index.json")
+        .filter(|n| METADATA.contains(n))
         .collect();
-    if weights.is_empty() {
-        let ggufs: Vec<&str> = top
-            .iter()
-            .copied()
-            .filter(|n| n.ends_with(".gguf"))
-            .collect();
-        let torch: Vec<&str> = top
-            .iter()
-            .copied()
-            .filter(|n| {
-                n.starts_with("pytorch_model")
-                    && (n.ends_with(".bin") || *n == "pytorch_model.bin.index.json")
-            })
-            .collect();
+    let ggufs: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !n.contains('/') && n.ends_with(".gguf"))
+        .collect();
+    let mut index = None;
+    if has("model.safetensors") {
+        files.push("model.safetensors");
+    } else if has("model.safetensors.index.json") {
+        index = Some("model.safetensors.index.json");
+    } else {
         match ggufs.as_slice() {
-            [] if !torch.is_empty() => weights = torch,
+            [one] => files.push(one),
+            [] if has("pytorch_model.bin") => files.push("pytorch_model.bin"),
+            [] if has("pytorch_model.bin.index.json") => {
+                index = Some("pytorch_model.bin.index.json");
+            }
             [] => {
                 return Err(format!(
-                    "the repository has no safetensors, GGUF or pytorch_model.bin weights (files: {}); Tidal reads those formats",
+                    "the repository has no model.safetensors, GGUF or pytorch_model.bin weights (files: {}); Tidal reads those formats",
                     names.join(", ")
                 ));
             }
-            [one] => weights.push(one),
             several => {
                 return Err(format!(
                     "the repository holds several GGUF files ({}); download the one you want with `huggingface-cli download` and pass its path as --model_dir",
@@ -230,13 +334,7 @@ fn files_to_download<'a>(names: &[&'a str]) -> Result<Vec<&'a str>, String> {
             }
         }
     }
-    let mut files: Vec<&str> = top
-        .iter()
-        .copied()
-        .filter(|n| METADATA.contains(n))
-        .collect();
-    files.extend(weights);
-    Ok(files)
+    Ok(DownloadPlan { files, index })
 }
 
 /// [`resolve_model_id`] over the given cache folders.
@@ -534,35 +632,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn downloads_take_configs_tokenizer_and_one_weight_format() {
-        let repo = [
+    fn downloads_take_configs_tokenizer_and_one_copy_of_the_weights() {
+        // Mistral-7B-v0.3: shards with an index, plus a consolidated copy for mistral-inference.
+        let mistral = [
             ".gitattributes",
             "README.md",
             "config.json",
+            "consolidated.safetensors",
             "generation_config.json",
-            "model-00001-of-00002.safetensors",
-            "model-00002-of-00002.safetensors",
+            "model-00001-of-00003.safetensors",
+            "model-00002-of-00003.safetensors",
+            "model-00003-of-00003.safetensors",
             "model.safetensors.index.json",
-            "pytorch_model.bin",
-            "onnx/model.onnx",
-            "original/consolidated.safetensors",
+            "params.json",
             "tokenizer.json",
+            "tokenizer.model",
             "tokenizer_config.json",
         ];
         assert_eq!(
-            files_to_download(&repo).unwrap(),
-            [
-                "config.json",
-                "generation_config.json",
-                "tokenizer.json",
-                "tokenizer_config.json",
-                "model-00001-of-00002.safetensors",
-                "model-00002-of-00002.safetensors",
-                "model.safetensors.index.json",
-            ]
+            files_to_download(&mistral).unwrap(),
+            DownloadPlan {
+                files: vec![
+                    "config.json",
+                    "generation_config.json",
+                    "tokenizer.json",
+                    "tokenizer_config.json"
+                ],
+                index: Some("model.safetensors.index.json"),
+            }
+        );
+        let single = [
+            "config.json",
+            "model.safetensors",
+            "onnx/model.onnx",
+            "tokenizer.json",
+        ];
+        assert_eq!(
+            files_to_download(&single).unwrap().files,
+            ["config.json", "tokenizer.json", "model.safetensors"]
         );
         assert_eq!(
-            files_to_download(&["README.md", "smol.Q4_1.gguf"]).unwrap(),
+            files_to_download(&["README.md", "smol.Q4_1.gguf"])
+                .unwrap()
+                .files,
             ["smol.Q4_1.gguf"]
         );
         let several = files_to_download(&["a.Q4_0.gguf", "a.Q8_0.gguf"]).unwrap_err();
@@ -580,7 +692,7 @@ mod tests {
             "vocab.json",
         ];
         assert_eq!(
-            files_to_download(&opt).unwrap(),
+            files_to_download(&opt).unwrap().files,
             [
                 "config.json",
                 "generation_config.json",
@@ -593,6 +705,21 @@ mod tests {
         );
         let none = files_to_download(&["config.json", "tf_model.h5"]).unwrap_err();
         assert!(none.contains("tf_model.h5"), "{none}");
+    }
+
+    #[test]
+    fn a_snapshot_without_its_weights_is_incomplete() {
+        let dir = std::env::temp_dir().join(format!("tidal-hf-snap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), "{}").unwrap();
+        assert!(!snapshot_complete(&dir));
+        let index = r#"{"weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}}"#;
+        std::fs::write(dir.join("model.safetensors.index.json"), index).unwrap();
+        std::fs::write(dir.join("model-1.safetensors"), "").unwrap();
+        assert!(!snapshot_complete(&dir), "one shard of two");
+        std::fs::write(dir.join("model-2.safetensors"), "").unwrap();
+        assert!(snapshot_complete(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

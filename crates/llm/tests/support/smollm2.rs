@@ -1,5 +1,6 @@
-//! Test support: writes a Llama GGUF file out as the transformers checkpoint
-//! folder it was converted from (`config.json`, `model.safetensors`,
+//! Test support for SmolLM2-135M-Instruct, the real model a PyPI package
+//! ships: where its GGUF file is, and [`export_transformers`], which writes a
+//! Llama GGUF file out as the transformers checkpoint folder it was converted from (`config.json`, `model.safetensors`,
 //! `tokenizer.json`, `tokenizer_config.json`), so the checkpoint loader can
 //! be tested on real weights without downloading another model.
 //!
@@ -11,11 +12,25 @@
 
 use std::collections::HashMap;
 use std::io::BufReader;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{DType, Device, Tensor};
 use tidal_llm::{GgufInfo, Llama, Tokenizer, WeightPrep};
+
+/// The SmolLM2 GGUF file: `TIDAL_SMOLLM2_GGUF`, or where `scripts/fetch-models` puts it.
+pub fn gguf_path() -> PathBuf {
+    let path = std::env::var_os("TIDAL_SMOLLM2_GGUF").map_or_else(
+        || PathBuf::from("/var/tmp/tidal-models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "{} is missing: run `bash scripts/fetch-models` (or set TIDAL_SMOLLM2_GGUF)",
+        path.display()
+    );
+    path
+}
 
 /// Writes `gguf` as a transformers checkpoint into `dir` with weights of `dtype`.
 pub fn export_transformers(gguf: &Path, dir: &Path, dtype: DType) {
