@@ -273,31 +273,57 @@ fn an_uncached_model_id_that_cannot_be_downloaded_fails_with_a_clear_error() {
 struct FakeHub {
     port: u16,
     downloads: Arc<AtomicUsize>,
+    /// Bodies of the slow file sent.
+    slow_bodies: Arc<AtomicUsize>,
+}
+
+/// How the stand-in Hub serves one repository.
+#[derive(Clone)]
+struct HubRepo {
+    name: &'static str,
+    commit: &'static str,
+    folder: PathBuf,
+    /// A file whose body is sent only after this long (a large download in progress).
+    slow: Option<(&'static str, Duration)>,
 }
 
 impl FakeHub {
     fn start(repo: &'static str, commit: &'static str, folder: PathBuf) -> FakeHub {
+        Self::serve(HubRepo {
+            name: repo,
+            commit,
+            folder,
+            slow: None,
+        })
+    }
+
+    fn serve(repo: HubRepo) -> FakeHub {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let downloads = Arc::new(AtomicUsize::new(0));
-        let counter = downloads.clone();
+        let slow_bodies = Arc::new(AtomicUsize::new(0));
+        let counters = (downloads.clone(), slow_bodies.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (folder, counter) = (folder.clone(), counter.clone());
-                std::thread::spawn(move || hub_answer(stream, repo, commit, &folder, &counter));
+                let (repo, counters) = (repo.clone(), counters.clone());
+                std::thread::spawn(move || hub_answer(stream, &repo, &counters.0, &counters.1));
             }
         });
-        FakeHub { port, downloads }
+        FakeHub {
+            port,
+            downloads,
+            slow_bodies,
+        }
     }
 }
 
 fn hub_answer(
     mut stream: std::net::TcpStream,
-    repo: &str,
-    commit: &str,
-    folder: &Path,
+    hub: &HubRepo,
     downloads: &AtomicUsize,
+    slow_bodies: &AtomicUsize,
 ) {
+    let (repo, commit, folder) = (hub.name, hub.commit, hub.folder.as_path());
     use std::io::{BufRead, BufReader, Write};
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut request_line = String::new();
@@ -338,6 +364,10 @@ fn hub_answer(
         let (from, to) = (from.min(last), to.unwrap_or(last).min(last));
         if to + 1 - from > 1 {
             downloads.fetch_add(1, Ordering::Relaxed);
+            if let Some((_, delay)) = hub.slow.filter(|(slow, _)| *slow == file) {
+                slow_bodies.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(delay);
+            }
         }
         let headers = vec![
             format!("x-repo-commit: {commit}"),
@@ -560,4 +590,55 @@ impl Drop for Up {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+/// Two replicas starting at once on an empty cache (minReplicas: 2) download the same files:
+/// the second waits for the first's download of the weights instead of failing on hf-hub's
+/// lock (which gives up after 5 s) or fetching them again, and both serve.
+#[test]
+fn two_servers_downloading_the_same_model_both_start() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../llm/tests/fixtures");
+    let hub = FakeHub::serve(HubRepo {
+        name: "facebook/opt-125m",
+        commit: "0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c",
+        folder: fixtures.join("opt-tiny-preln-hub"),
+        slow: Some(("pytorch_model.bin", Duration::from_secs(12))),
+    });
+    let root = std::env::temp_dir().join(format!("tidal-llm-download2-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let servers: Vec<Server> = (0..2)
+        .map(|_| {
+            let port = free_port();
+            let child = Command::new(TIDAL)
+                .args([
+                    "serve",
+                    "--model_name=fbopt",
+                    "--model_id=facebook/opt-125m",
+                ])
+                .arg(format!("--http_port={port}"))
+                .env("HF_HOME", &root)
+                .env("HF_ENDPOINT", format!("http://127.0.0.1:{}", hub.port))
+                .env_remove("HF_HUB_CACHE")
+                .env_remove("HUGGINGFACE_HUB_CACHE")
+                .env_remove("HF_HUB_OFFLINE")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            Server { child, port }
+        })
+        .collect();
+    for server in servers {
+        let server = ready(server);
+        let body = r#"{"model": "fbopt", "prompt": "Hello", "max_tokens": 3}"#;
+        let (status, text) =
+            post(server.port, "localhost", "/openai/v1/completions", body).unwrap();
+        assert_eq!(status, 200, "{text}");
+    }
+    assert_eq!(
+        hub.slow_bodies.load(Ordering::Relaxed),
+        1,
+        "weights fetched once"
+    );
+    let _ = std::fs::remove_dir_all(&root);
 }

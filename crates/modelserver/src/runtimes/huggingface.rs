@@ -247,14 +247,38 @@ fn download(
     let repo = api.repo(Repo::with_revision(
         model_id.to_owned(),
         RepoType::Model,
-        revision,
+        revision.clone(),
     ));
     let info = repo.info().map_err(|e| e.to_string())?;
     let names: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
     let plan = files_to_download(&names)?;
+    let cached = Cache::new(cache.to_path_buf()).repo(Repo::with_revision(
+        model_id.to_owned(),
+        RepoType::Model,
+        revision.clone(),
+    ));
     let get = |file: &str| {
         tracing::info!(model_id, file, "downloading from the Hugging Face Hub");
-        repo.get(file).map_err(|e| format!("{file}: {e}"))
+        let started = std::time::Instant::now();
+        loop {
+            match repo.get(file) {
+                // Another process (a second replica) is downloading the same blob and holds
+                // its lock; hf-hub gives up after 5 s. Wait for the file to appear in the
+                // cache, asking again now and then in case that process died.
+                Err(hf_hub::api::sync::ApiError::LockAcquisition(_))
+                    if started.elapsed() < DOWNLOAD_LOCK_PATIENCE =>
+                {
+                    tracing::info!(model_id, file, "another process is downloading it; waiting");
+                    for _ in 0..30 {
+                        if let Some(path) = cached.get(file) {
+                            return Ok(path);
+                        }
+                        std::thread::sleep(std::time::Duration::from_secs(1));
+                    }
+                }
+                other => return other.map_err(|e| format!("{file}: {e}")),
+            }
+        }
     };
     let mut snapshot = None;
     for file in &plan.files {
@@ -270,6 +294,9 @@ fn download(
     }
     snapshot.ok_or_else(|| "the repository lists no files".to_owned())
 }
+
+/// How long a download waits for another process fetching the same file.
+const DOWNLOAD_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// What to fetch from a Hub repository.
 #[derive(Debug, PartialEq)]
