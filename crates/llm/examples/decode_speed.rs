@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p tidal-llm --example decode_speed -- \
-//!     [--tokens 64] [--batch 8] [--prep fast|faithful|as-stored] [path.gguf]
+//!     [--tokens 64] [--batch 8] [--prep fast|faithful|as-stored|q8] [path.gguf|checkpoint-folder]
 //! ```
 //!
 //! `--prep` picks the [`WeightPrep`] (default `fast`).
@@ -90,13 +90,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Some("fast") => WeightPrep::Fast,
                     Some("faithful") => WeightPrep::Faithful,
                     Some("as-stored") => WeightPrep::AsStored,
-                    _ => return Err("--prep needs fast, faithful or as-stored".into()),
+                    Some("q8") => WeightPrep::QuantizeQ8,
+                    _ => return Err("--prep needs fast, faithful, as-stored or q8".into()),
                 }
             }
             other => path = PathBuf::from(other),
         }
     }
-    if !path.is_file() {
+    if !path.exists() {
         return Err(format!(
             "{} is missing: run `bash scripts/fetch-models`",
             path.display()
@@ -105,8 +106,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let t0 = Instant::now();
-    let model = Llama::load_with(&path, prep)?;
-    let tokenizer = Tokenizer::from_gguf(&path)?;
+    // A folder is a transformers checkpoint (f32, or `--prep q8` to quantize it at load).
+    let (model, tokenizer) = match path.is_dir() {
+        true => (
+            Llama::load_transformers_with(&path, prep)?,
+            Tokenizer::from_dir(&path)?,
+        ),
+        false => (Llama::load_with(&path, prep)?, Tokenizer::from_gguf(&path)?),
+    };
     println!(
         "loaded {} ({prep:?}) in {:.2}s",
         path.display(),

@@ -179,6 +179,11 @@ pub enum WeightPrep {
     /// either): what a transformers checkpoint of the same weights computes.
     /// A reference for tests; several times slower and 4-8x the memory.
     Dequantized,
+    /// [`WeightPrep::Fast`], and float matrices (a transformers checkpoint's)
+    /// quantized to Q8_0 at load, as vLLM's `--quantization fp8` quantizes an
+    /// unquantized checkpoint on the fly: a quarter of f32's memory traffic
+    /// per token, with 8-bit weights and activations.
+    QuantizeQ8,
 }
 
 /// What a [`WeightPrep`] means on this CPU.
@@ -211,9 +216,12 @@ impl Prep {
             }
             WeightPrep::AsStored | WeightPrep::Dequantized => (false, false),
             WeightPrep::Faithful => (scalar_only, false),
-            WeightPrep::Fast => {
+            WeightPrep::Fast | WeightPrep::QuantizeQ8 => {
                 let padded = self.vnni && n % 16 == 0 && matches!(dtype, G::Q4_0 | G::Q8_0);
-                (scalar_only || padded, self.vnni && n % 16 == 0)
+                // Q8_0 blocks hold 32 values of a row.
+                let float = matches!(dtype, G::F32 | G::F16 | G::BF16) && k % 32 == 0;
+                let quantize = self.prep == WeightPrep::QuantizeQ8 && float;
+                (scalar_only || padded || quantize, self.vnni && n % 16 == 0)
             }
         };
         let k_pad = if pad { k.next_multiple_of(256) } else { k };
@@ -457,6 +465,12 @@ impl Llama {
     /// model would not use is an error, not something to ignore: it means
     /// the checkpoint computes something this model does not.
     pub fn load_transformers(dir: &Path) -> Result<Self> {
+        Self::load_transformers_with(dir, WeightPrep::AsStored)
+    }
+
+    /// [`Llama::load_transformers`], preparing weight matrices as `prep`
+    /// says ([`WeightPrep::QuantizeQ8`] to run on 8-bit weights).
+    pub fn load_transformers_with(dir: &Path, prep: WeightPrep) -> Result<Self> {
         let checkpoint = transformers::read_llama_config(dir)?;
         let device = Device::Cpu;
         let mut tensors = transformers::read_weights(dir, &device)?;
@@ -479,7 +493,7 @@ impl Llama {
             checkpoint.config,
             None,
             &mut r,
-            Prep::new(WeightPrep::AsStored),
+            Prep::new(prep),
             checkpoint.freq_factors,
         )?;
         if let Source::Transformers(unused) = &r.source
@@ -583,6 +597,40 @@ impl Llama {
             sin,
             device,
         })
+    }
+
+    /// Bytes of weight matrices (embedding included) as held in memory.
+    pub fn weight_bytes(&self) -> usize {
+        fn matmul(m: &QMatMul) -> usize {
+            match m {
+                QMatMul::QTensor(t) => t.storage_size_in_bytes(),
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
+                    t.elem_count() * t.dtype().size_in_bytes()
+                }
+            }
+        }
+        let linear = |l: &Linear| matmul(&l.w);
+        let blocks: usize = self
+            .blocks
+            .iter()
+            .map(|b| {
+                let qkv = match &b.qkv {
+                    Qkv::Fused(w) => linear(w),
+                    Qkv::Split(q, k, v) => linear(q) + linear(k) + linear(v),
+                };
+                let gate_up = match &b.gate_up {
+                    GateUp::Fused(w) => linear(w),
+                    GateUp::Split(g, u) => linear(g) + linear(u),
+                };
+                qkv + gate_up + linear(&b.wo) + linear(&b.down)
+            })
+            .sum();
+        // A tied head may share the embedding's storage.
+        let head = match &self.lm_head.w {
+            QMatMul::QTensor(t) if Arc::ptr_eq(t, &self.embed) => 0,
+            _ => linear(&self.lm_head),
+        };
+        self.embed.storage_size_in_bytes() + head + blocks
     }
 
     /// The hyper-parameters.

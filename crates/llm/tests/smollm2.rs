@@ -196,6 +196,13 @@ fn a_transformers_checkpoint_computes_what_its_gguf_computes() {
     let text = greedy(&hf, &prompt, 12);
     assert!(text.contains("Paris"), "answer: {text:?}");
 
+    // Quantized at load (`--quantization q8_0`): 8-bit weights, the same answer.
+    let q8 = Llama::load_transformers_with(&dir, WeightPrep::QuantizeQ8).expect("load as Q8_0");
+    let (f32_bytes, q8_bytes) = (hf.weight_bytes(), q8.weight_bytes());
+    assert!(q8_bytes * 3 < f32_bytes, "{q8_bytes} vs {f32_bytes} bytes");
+    let text = greedy(&q8, &prompt, 12);
+    assert!(text.contains("Paris"), "Q8_0 answer: {text:?}");
+
     // A config that does not match the weights is an error naming the tensors at fault:
     // missing ones, unused ones (never silently ignored), an untied head without weights.
     let config_path = dir.join("config.json");

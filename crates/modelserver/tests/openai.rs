@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tidal_modelserver::app;
 use tidal_modelserver::dataplane::DataPlane;
-use tidal_modelserver::runtimes::huggingface::{self, LlmOptions};
+use tidal_modelserver::runtimes::huggingface::{self, LlmOptions, Quantization};
 use tower::ServiceExt;
 
 #[path = "../../llm/tests/support/smollm2.rs"]
@@ -458,28 +458,49 @@ async fn a_llama_checkpoint_folder_answers_chat_with_its_own_template() {
     let gguf = smollm2::gguf_path();
     let dir = std::env::temp_dir().join(format!("tidal-openai-llama-{}", std::process::id()));
     smollm2::export_transformers(&gguf, &dir, candle_core::DType::BF16);
-    let app = server_for(&dir, "smollm2");
-    let (status, body) = post(
-        &app,
-        "/openai/v1/chat/completions",
-        json!({
-            "model": "smollm2",
-            "messages": [{"role": "user", "content": "What is the capital of France?"}],
-            "temperature": 0,
-            "max_tokens": 30,
-        }),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let answer = body["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(answer.contains("Paris"), "{body}");
-    // `<|im_end|>` (config.json's eos_token_id) ended the turn before max_tokens.
-    assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
-    assert!(
-        body["usage"]["completion_tokens"].as_u64().unwrap() < 30,
-        "{body}"
-    );
+    // As stored (computed in f32), and quantized at load (`--quantization q8_0`).
+    for quantization in [None, Some(Quantization::Q8_0)] {
+        let options = LlmOptions {
+            quantization,
+            ..LlmOptions::default()
+        };
+        let generator = huggingface::load("smollm2", &dir, &options).unwrap();
+        let app = app(Arc::new(DataPlane::with_generators(
+            vec![],
+            vec![Arc::new(generator)],
+        )));
+        let (status, body) = post(
+            &app,
+            "/openai/v1/chat/completions",
+            json!({
+                "model": "smollm2",
+                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                "temperature": 0,
+                "max_tokens": 30,
+            }),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{quantization:?}: {body}");
+        let answer = body["choices"][0]["message"]["content"].as_str().unwrap();
+        assert!(answer.contains("Paris"), "{quantization:?}: {body}");
+        // `<|im_end|>` (config.json's eos_token_id) ended the turn before max_tokens.
+        assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
+        assert!(
+            body["usage"]["completion_tokens"].as_u64().unwrap() < 30,
+            "{body}"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
+    // OPT has no quantized path; asking for one is an error, not silently ignored.
+    let opt = LlmOptions {
+        quantization: Some(Quantization::Q8_0),
+        ..LlmOptions::default()
+    };
+    let err = huggingface::load("fbopt", &fixture("opt-tiny-preln"), &opt)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("--quantization"), "{err}");
 }
 
 /// A streamed generation counts as in progress (and is timed) until its last event, not

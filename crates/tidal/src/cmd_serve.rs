@@ -59,6 +59,10 @@ pub struct ServeArgs {
         default_value_t = 1.0
     )]
     pub kv_cache_space: f64,
+    /// Generative models: quantize a float checkpoint's weights at load (`q8_0`), as vLLM's
+    /// `--quantization` does for an unquantized checkpoint.
+    #[arg(long = "quantization")]
+    pub quantization: Option<huggingface::Quantization>,
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -95,6 +99,7 @@ const KNOWN: &[&str] = &[
     "max_length",
     "kv_cache_space",
     "kv-cache-space",
+    "quantization",
     "help",
     "h",
 ];
@@ -170,6 +175,7 @@ async fn run(args: &ServeArgs) -> anyhow::Result<()> {
             max_num_seqs: args.max_num_seqs,
             kv_cache_bytes: (args.kv_cache_space * (1u64 << 30) as f64) as usize,
             max_model_len: args.max_model_len,
+            quantization: args.quantization,
         };
         let name = args.model_name.clone();
         tracing::info!(path = %path.display(), "Loading generative model");

@@ -65,6 +65,8 @@ pub struct LlmOptions {
     pub kv_cache_bytes: usize,
     /// Caps the model's context window (`--max_model_len`).
     pub max_model_len: Option<usize>,
+    /// Quantize a float checkpoint's weights at load (`--quantization`).
+    pub quantization: Option<Quantization>,
 }
 
 impl Default for LlmOptions {
@@ -73,6 +75,27 @@ impl Default for LlmOptions {
             max_num_seqs: 16,
             kv_cache_bytes: 1 << 30,
             max_model_len: None,
+            quantization: None,
+        }
+    }
+}
+
+/// On-the-fly quantization of a float checkpoint (vLLM's `--quantization`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    /// 8-bit weights in blocks of 32 with a scale each (GGML's Q8_0).
+    Q8_0,
+}
+
+impl std::str::FromStr for Quantization {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "q8_0" => Ok(Quantization::Q8_0),
+            other => Err(format!(
+                "--quantization {other:?} is not supported (q8_0; GGUF files keep their own)"
+            )),
         }
     }
 }
@@ -526,6 +549,11 @@ pub fn load(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerat
     let model_type = config["model_type"].as_str().unwrap_or_default();
     match model_type {
         "opt" => {
+            if options.quantization.is_some() {
+                return Err(LoadError::Unsupported(
+                    "--quantization applies to Llama-family checkpoints; OPT runs in f32".into(),
+                ));
+            }
             let model = Opt::load(path, &tidal_llm::Device::Cpu)?;
             let tokenizer = Tokenizer::from_dir(path)?;
             let template = folder_chat_template(path)?;
@@ -533,7 +561,16 @@ pub fn load(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerat
             start(name, model, options, eos, tokenizer, template)
         }
         t if tidal_llm::transformers::LLAMA_MODEL_TYPES.contains(&t) => {
-            let model = tidal_llm::Llama::load_transformers(path)?;
+            let prep = match options.quantization {
+                Some(Quantization::Q8_0) => tidal_llm::WeightPrep::QuantizeQ8,
+                None => tidal_llm::WeightPrep::AsStored,
+            };
+            let model = tidal_llm::Llama::load_transformers_with(path, prep)?;
+            tracing::info!(
+                weights_mib = model.weight_bytes() >> 20,
+                quantization = ?options.quantization,
+                "Loaded a Llama-family checkpoint"
+            );
             let tokenizer = Tokenizer::from_dir(path)?;
             let template = folder_chat_template(path)?;
             let mut eos = folder_eos_ids(path, &config);
