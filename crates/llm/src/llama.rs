@@ -599,6 +599,21 @@ impl Llama {
         })
     }
 
+    /// Caps the context at `max` positions (`--max_model_len`), dropping the
+    /// RoPE table rows beyond it (long-context models carry tables for up to
+    /// a million positions).
+    pub fn cap_context(&mut self, max: usize) {
+        if max >= self.config.context_length {
+            return;
+        }
+        self.config.context_length = max;
+        let rows = max * (self.config.head_dim / 2);
+        for table in [&mut self.cos, &mut self.sin] {
+            table.truncate(rows);
+            table.shrink_to_fit();
+        }
+    }
+
     /// Bytes of weight matrices (embedding included) as held in memory.
     pub fn weight_bytes(&self) -> usize {
         fn matmul(m: &QMatMul) -> usize {

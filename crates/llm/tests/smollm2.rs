@@ -228,6 +228,35 @@ fn a_transformers_checkpoint_computes_what_its_gguf_computes() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `--max_model_len` caps the context (and the RoPE tables): a step past it
+/// is an error naming the limit, and the positions below it compute as before.
+#[test]
+fn a_capped_context_refuses_positions_past_it() {
+    let mut m = Llama::load(&gguf_path()).expect("load");
+    m.cap_context(12);
+    assert_eq!(m.max_context(), 12);
+    let ids = encode(CHAT_PROMPT);
+    assert!(ids.len() > 12);
+    let err = m
+        .forward_batch(&mut [SeqStep {
+            tokens: &ids,
+            cache: &mut m.new_cache(),
+        }])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("context length 12"), "{err}");
+    let short = &ids[..12];
+    let capped = m
+        .forward_batch(&mut [SeqStep {
+            tokens: short,
+            cache: &mut m.new_cache(),
+        }])
+        .expect("12 tokens fit")
+        .remove(0);
+    let d = max_abs_diff(&capped, &step(&mut model().new_cache(), short));
+    assert!(d < TOL, "max abs diff {d}");
+}
+
 #[test]
 fn batched_prefill_matches_single_runs() {
     let m = model();

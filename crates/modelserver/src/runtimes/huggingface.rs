@@ -565,7 +565,10 @@ pub fn load(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerat
                 Some(Quantization::Q8_0) => tidal_llm::WeightPrep::QuantizeQ8,
                 None => tidal_llm::WeightPrep::AsStored,
             };
-            let model = tidal_llm::Llama::load_transformers_with(path, prep)?;
+            let mut model = tidal_llm::Llama::load_transformers_with(path, prep)?;
+            if let Some(max) = options.max_model_len {
+                model.cap_context(max);
+            }
             tracing::info!(
                 weights_mib = model.weight_bytes() >> 20,
                 quantization = ?options.quantization,
@@ -599,7 +602,10 @@ fn end_of_turn_ids(tokenizer: &Tokenizer, template: Option<&str>) -> Vec<u32> {
 }
 
 fn load_gguf(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerator, LoadError> {
-    let model = tidal_llm::Llama::load(path)?;
+    let mut model = tidal_llm::Llama::load(path)?;
+    if let Some(max) = options.max_model_len {
+        model.cap_context(max);
+    }
     let info = model
         .info()
         .cloned()
