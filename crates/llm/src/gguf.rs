@@ -12,20 +12,30 @@ use std::io::BufReader;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::{Content, Value};
+use tokenizers::decoders::byte_fallback::ByteFallback;
+use tokenizers::decoders::fuse::Fuse;
+use tokenizers::decoders::sequence::Sequence as DecoderSequence;
+use tokenizers::decoders::strip::Strip;
 use tokenizers::models::bpe::{BPE, Vocab};
+use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use crate::error::{Error, Result};
 use crate::tokenizer::Tokenizer;
 
+/// GGUF `tokenizer.ggml.token_type` value of the unknown token.
+const TOKEN_TYPE_UNKNOWN: i64 = 2;
 /// GGUF `tokenizer.ggml.token_type` value of control tokens (`<|im_start|>`, ...).
 const TOKEN_TYPE_CONTROL: i64 = 3;
 /// GGUF `tokenizer.ggml.token_type` value of user-defined added tokens.
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+/// GGUF `tokenizer.ggml.token_type` value of SentencePiece's `<0xNN>` byte tokens.
+const TOKEN_TYPE_BYTE: i64 = 6;
 
 /// Model facts from a GGUF header that a server needs besides the weights.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,35 +117,21 @@ impl Tokenizer {
 
     /// Builds the tokenizer from a parsed GGUF header.
     ///
-    /// Only byte-level BPE vocabularies (`tokenizer.ggml.model = gpt2`, used
-    /// by SmolLM, Llama 3, Qwen2) are supported. Control tokens
-    /// (`token_type == 3`) become special added tokens, so `<|im_start|>` in
-    /// a chat prompt is one token instead of being split by the BPE.
+    /// Byte-level BPE vocabularies (`tokenizer.ggml.model = gpt2`: SmolLM,
+    /// Llama 3, Qwen2) and SentencePiece ones (`llama`: Llama 2, Mistral,
+    /// TinyLlama) are supported. Control tokens (`token_type == 3`) become
+    /// special added tokens, so `<|im_start|>` in a chat prompt is one token
+    /// instead of being split by the BPE; `tokenizer.ggml.add_bos_token`
+    /// (by default on for SentencePiece, off for BPE, as in llama.cpp) puts
+    /// BOS before prompts encoded with special tokens.
     pub fn from_gguf_content(content: &Content) -> Result<Self> {
         let md = &content.metadata;
         let model = meta_str(md, "tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(Error::Config(format!(
-                "GGUF tokenizer model `{model}` is not supported (only byte-level BPE `gpt2`)"
-            )));
-        }
         let tokens = meta_array(md, "tokenizer.ggml.tokens")?
             .iter()
             .map(|v| v.to_string().cloned())
             .collect::<candle_core::Result<Vec<String>>>()
             .map_err(|e| Error::Tokenizer(format!("tokenizer.ggml.tokens: {e}")))?;
-        let merges = meta_array(md, "tokenizer.ggml.merges")?
-            .iter()
-            .map(|v| {
-                let merge = v
-                    .to_string()
-                    .map_err(|e| Error::Tokenizer(format!("tokenizer.ggml.merges: {e}")))?;
-                merge
-                    .split_once(' ')
-                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                    .ok_or_else(|| Error::Tokenizer(format!("malformed merge `{merge}`")))
-            })
-            .collect::<Result<Vec<_>>>()?;
         let types = match md.get("tokenizer.ggml.token_type") {
             Some(v) => v
                 .to_vec()
@@ -145,24 +141,37 @@ impl Tokenizer {
                 .collect::<Result<Vec<i64>>>()?,
             None => Vec::new(),
         };
-
         let vocab: Vocab = tokens
             .iter()
             .enumerate()
             .map(|(id, t)| (t.clone(), id as u32))
             .collect();
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| Error::Tokenizer(format!("cannot build BPE from GGUF: {e}")))?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        let pre = md
-            .get("tokenizer.ggml.pre")
-            .and_then(|v| v.to_string().ok())
-            .map_or("default", |s| s.as_str());
-        inner.with_pre_tokenizer(Some(pre_tokenizer(pre)?));
-        inner.with_decoder(Some(ByteLevel::default()));
-        inner.with_post_processor(Some(ByteLevel::default().trim_offsets(true)));
+        let mut inner = match model {
+            "gpt2" => byte_level_bpe(md, vocab)?,
+            "llama" => sentencepiece_bpe(md, vocab, &tokens, &types)?,
+            other => {
+                return Err(Error::Config(format!(
+                    "GGUF tokenizer model `{other}` is not supported (gpt2: byte-level BPE; llama: SentencePiece)"
+                )));
+            }
+        };
+        // llama.cpp's default: SentencePiece vocabularies start prompts with BOS, BPE ones not.
+        let add_bos = md
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(model == "llama");
+        let bos = meta_opt_u32(md, "tokenizer.ggml.bos_token_id")?
+            .and_then(|id| tokens.get(id as usize).map(|t| (t.clone(), id)));
+        if let (true, Some((bos, id))) = (add_bos, bos) {
+            let template = TemplateProcessing::builder()
+                .try_single(format!("{bos} $A"))
+                .and_then(|b| b.try_pair(format!("{bos} $A $B:1")))
+                .map_err(|e| Error::Tokenizer(format!("BOS template: {e}")))?
+                .special_tokens(vec![(bos, id)])
+                .build()
+                .map_err(|e| Error::Tokenizer(format!("BOS template: {e}")))?;
+            inner.with_post_processor(Some(template));
+        }
 
         let (special, added): (Vec<_>, Vec<_>) = types
             .iter()
@@ -185,6 +194,114 @@ impl Tokenizer {
             .map_err(|e| Error::Tokenizer(format!("cannot add user-defined tokens: {e}")))?;
         Ok(Self::from_tokenizers(inner))
     }
+}
+
+/// Byte-level BPE (`tokenizer.ggml.model = gpt2`) with the pre-tokenizer
+/// `tokenizer.ggml.pre` names.
+fn byte_level_bpe(md: &HashMap<String, Value>, vocab: Vocab) -> Result<tokenizers::Tokenizer> {
+    let merges = meta_array(md, "tokenizer.ggml.merges")?
+        .iter()
+        .map(|v| {
+            let merge = v
+                .to_string()
+                .map_err(|e| Error::Tokenizer(format!("tokenizer.ggml.merges: {e}")))?;
+            merge
+                .split_once(' ')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .ok_or_else(|| Error::Tokenizer(format!("malformed merge `{merge}`")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .build()
+        .map_err(|e| Error::Tokenizer(format!("cannot build BPE from GGUF: {e}")))?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    let pre = md
+        .get("tokenizer.ggml.pre")
+        .and_then(|v| v.to_string().ok())
+        .map_or("default", |s| s.as_str());
+    inner.with_pre_tokenizer(Some(pre_tokenizer(pre)?));
+    inner.with_decoder(Some(ByteLevel::default()));
+    inner.with_post_processor(Some(ByteLevel::default().trim_offsets(true)));
+    Ok(inner)
+}
+
+/// SentencePiece BPE (`tokenizer.ggml.model = llama`: Llama 2, Mistral,
+/// TinyLlama) as transformers' `LlamaConverter` rebuilds it: a piece that
+/// is the concatenation of two pieces is their merge, ranked by its score
+/// (SentencePiece merges the best-scoring pair first); characters outside
+/// the vocabulary fall back to `<0xNN>` byte tokens; spaces become `▁`, with
+/// one prepended to the text.
+fn sentencepiece_bpe(
+    md: &HashMap<String, Value>,
+    vocab: Vocab,
+    tokens: &[String],
+    types: &[i64],
+) -> Result<tokenizers::Tokenizer> {
+    let scores: Vec<f32> = meta_array(md, "tokenizer.ggml.scores")?
+        .iter()
+        .map(|v| v.to_f32())
+        .collect::<candle_core::Result<_>>()
+        .map_err(|e| Error::Tokenizer(format!("tokenizer.ggml.scores: {e}")))?;
+    if scores.len() != tokens.len() {
+        return Err(Error::Tokenizer(format!(
+            "tokenizer.ggml.scores has {} entries for {} tokens",
+            scores.len(),
+            tokens.len()
+        )));
+    }
+    let mergeable = |id: usize| {
+        !matches!(
+            types.get(id),
+            Some(&(TOKEN_TYPE_UNKNOWN | TOKEN_TYPE_CONTROL | TOKEN_TYPE_BYTE))
+        )
+    };
+    let mut merges: Vec<(f32, u32, u32, &str, &str)> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate().filter(|(id, _)| mergeable(*id)) {
+        for (at, _) in piece.char_indices().skip(1) {
+            let (left, right) = piece.split_at(at);
+            if let (Some(&l), Some(&r)) = (vocab.get(left), vocab.get(right)) {
+                merges.push((scores[id], l, r, left, right));
+            }
+        }
+    }
+    // Best score first; ties by the ids of the two halves, as the converter does.
+    merges.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let merges = merges
+        .into_iter()
+        .map(|(_, _, _, l, r)| (l.to_owned(), r.to_owned()))
+        .collect();
+    let unk = types
+        .iter()
+        .position(|&t| t == TOKEN_TYPE_UNKNOWN)
+        .and_then(|id| tokens.get(id).cloned());
+    let mut builder = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        .fuse_unk(true)
+        .byte_fallback(true);
+    if let Some(unk) = unk {
+        builder = builder.unk_token(unk);
+    }
+    let bpe = builder
+        .build()
+        .map_err(|e| Error::Tokenizer(format!("cannot build SentencePiece BPE from GGUF: {e}")))?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    let replace = |from: &str, to: &str| {
+        Replace::new(from, to).map_err(|e| Error::Tokenizer(format!("normalizer: {e}")))
+    };
+    inner
+        .with_normalizer(Some(NormalizerSequence::new(vec![
+            Prepend::new("\u{2581}".into()).into(),
+            replace(" ", "\u{2581}")?.into(),
+        ])))
+        .map_err(|e| Error::Tokenizer(format!("normalizer: {e}")))?;
+    inner.with_decoder(Some(DecoderSequence::new(vec![
+        replace("\u{2581}", " ")?.into(),
+        ByteFallback::new().into(),
+        Fuse::new().into(),
+        Strip::new(' ', 1, 0).into(),
+    ])));
+    Ok(inner)
 }
 
 /// The pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre`, so that text
