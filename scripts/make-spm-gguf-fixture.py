@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Writes crates/llm/tests/fixtures/spm-gguf: a GGUF file holding only a SentencePiece tokenizer
+"""Writes crates/llm/tests/fixtures/spm-gguf: GGUF files holding only a SentencePiece tokenizer
 (`tokenizer.ggml.model = llama`, as in Llama 2, Mistral and TinyLlama GGUF files) and what
-sentencepiece itself encodes and decodes with the same model (`expected.json`).
+sentencepiece itself encodes and decodes with the same model (`expected*.json`).
 
-The model is a small BPE trained here with byte fallback, identity normalization and a dummy
-prefix, the settings of Llama's tokenizer. Needs the PyPI packages sentencepiece and gguf:
+The models are small BPEs trained here with byte fallback and identity normalization, with a
+dummy prefix as Llama's tokenizer has (`tokenizer.gguf`) and without one
+(`tokenizer-no-prefix.gguf`, `tokenizer.ggml.add_space_prefix = false`). Needs the PyPI
+packages sentencepiece and gguf:
 
     python -m pip install sentencepiece==0.2.3 gguf==0.19.0
     python scripts/make-spm-gguf-fixture.py
@@ -42,6 +44,12 @@ TEXTS = [
 
 def main():
     TARGET.mkdir(parents=True, exist_ok=True)
+    write("tokenizer.gguf", "expected.json", dummy_prefix=True)
+    write("tokenizer-no-prefix.gguf", "expected-no-prefix.json", dummy_prefix=False)
+    print(f"wrote {TARGET}")
+
+
+def write(gguf_name, expected_name, dummy_prefix):
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
         corpus.write_text(CORPUS * 20)
@@ -54,7 +62,7 @@ def main():
             byte_fallback=True,
             normalization_rule_name="identity",
             remove_extra_whitespaces=False,
-            add_dummy_prefix=True,
+            add_dummy_prefix=dummy_prefix,
             split_digits=True,
             character_coverage=1.0,
             unk_id=0,
@@ -80,7 +88,7 @@ def main():
         else:
             types.append(gguf.TokenType.NORMAL)
 
-    writer = gguf.GGUFWriter(str(TARGET / "tokenizer.gguf"), "llama")
+    writer = gguf.GGUFWriter(str(TARGET / gguf_name), "llama")
     writer.add_tokenizer_model("llama")
     writer.add_token_list(tokens)
     writer.add_token_scores(scores)
@@ -89,6 +97,7 @@ def main():
     writer.add_eos_token_id(2)
     writer.add_unk_token_id(0)
     writer.add_add_bos_token(True)
+    writer.add_add_space_prefix(dummy_prefix)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -98,10 +107,9 @@ def main():
     for text in TEXTS:
         ids = sp.encode(text)
         cases.append({"text": text, "ids": ids, "decoded": sp.decode(ids)})
-    (TARGET / "expected.json").write_text(
+    (TARGET / expected_name).write_text(
         json.dumps({"vocab_size": sp.get_piece_size(), "cases": cases}, ensure_ascii=False, indent=1)
     )
-    print(f"wrote {TARGET}")
 
 
 if __name__ == "__main__":

@@ -155,11 +155,15 @@ impl Tokenizer {
                 )));
             }
         };
-        // llama.cpp's default: SentencePiece vocabularies start prompts with BOS, BPE ones not.
-        let add_bos = md
-            .get("tokenizer.ggml.add_bos_token")
-            .and_then(|v| v.to_bool().ok())
-            .unwrap_or(model == "llama");
+        // llama.cpp's defaults: SentencePiece vocabularies and Llama 3's BPE start prompts
+        // with BOS, other BPE ones not.
+        let pre = md
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.to_string().ok())
+            .map_or("default", |s| s.as_str());
+        let bos_by_default =
+            model == "llama" || matches!(pre, "llama3" | "llama-v3" | "llama-bpe" | "falcon3");
+        let add_bos = meta_opt_bool(md, "tokenizer.ggml.add_bos_token")?.unwrap_or(bos_by_default);
         let bos = meta_opt_u32(md, "tokenizer.ggml.bos_token_id")?
             .and_then(|id| tokens.get(id as usize).map(|t| (t.clone(), id)));
         if let (true, Some((bos, id))) = (add_bos, bos) {
@@ -189,7 +193,9 @@ impl Tokenizer {
             .add_tokens(
                 added
                     .into_iter()
-                    .map(|(_, tok)| AddedToken::from(tok.clone(), false)),
+                    // Matched as written, not after normalization (a SentencePiece
+                    // normalizer would otherwise look for `▁<token>`).
+                    .map(|(_, tok)| AddedToken::from(tok.clone(), false).normalized(false)),
             )
             .map_err(|e| Error::Tokenizer(format!("cannot add user-defined tokens: {e}")))?;
         Ok(Self::from_tokenizers(inner))
@@ -289,18 +295,22 @@ fn sentencepiece_bpe(
     let replace = |from: &str, to: &str| {
         Replace::new(from, to).map_err(|e| Error::Tokenizer(format!("normalizer: {e}")))
     };
-    inner
-        .with_normalizer(Some(NormalizerSequence::new(vec![
-            Prepend::new("\u{2581}".into()).into(),
-            replace(" ", "\u{2581}")?.into(),
-        ])))
-        .map_err(|e| Error::Tokenizer(format!("normalizer: {e}")))?;
-    inner.with_decoder(Some(DecoderSequence::new(vec![
+    // SentencePiece's dummy prefix: a `▁` before the text, stripped again when decoding.
+    let space_prefix = meta_opt_bool(md, "tokenizer.ggml.add_space_prefix")?.unwrap_or(true);
+    let mut normalizers = vec![replace(" ", "\u{2581}")?.into()];
+    let mut decoders = vec![
         replace("\u{2581}", " ")?.into(),
         ByteFallback::new().into(),
         Fuse::new().into(),
-        Strip::new(' ', 1, 0).into(),
-    ])));
+    ];
+    if space_prefix {
+        normalizers.insert(0, Prepend::new("\u{2581}".into()).into());
+        decoders.push(Strip::new(' ', 1, 0).into());
+    }
+    inner
+        .with_normalizer(Some(NormalizerSequence::new(normalizers)))
+        .map_err(|e| Error::Tokenizer(format!("normalizer: {e}")))?;
+    inner.with_decoder(Some(DecoderSequence::new(decoders)));
     Ok(inner)
 }
 
@@ -395,6 +405,16 @@ fn meta_opt_u32(md: &HashMap<String, Value>, key: &str) -> Result<Option<u32>> {
             u32::try_from(v).map_err(|_| Error::Config(format!("GGUF metadata `{key}` = {v}")))
         })
         .transpose()
+}
+
+fn meta_opt_bool(md: &HashMap<String, Value>, key: &str) -> Result<Option<bool>> {
+    match md.get(key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(Error::Config(format!(
+            "GGUF metadata `{key}`: expected a bool, got {other:?}"
+        ))),
+    }
 }
 
 pub(crate) fn meta_opt_f32(md: &HashMap<String, Value>, key: &str) -> Result<Option<f32>> {

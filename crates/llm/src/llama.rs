@@ -181,8 +181,9 @@ pub enum WeightPrep {
     Dequantized,
     /// [`WeightPrep::Fast`], and float matrices (a transformers checkpoint's)
     /// quantized to Q8_0 at load, as vLLM's `--quantization fp8` quantizes an
-    /// unquantized checkpoint on the fly: a quarter of f32's memory traffic
-    /// per token, with 8-bit weights and activations.
+    /// unquantized checkpoint on the fly: a quarter to a third of f32's
+    /// memory traffic per token (rows may be padded for the VNNI kernels),
+    /// with 8-bit weights and activations.
     QuantizeQ8,
 }
 

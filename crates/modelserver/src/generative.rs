@@ -202,6 +202,18 @@ impl TextGenerator {
             ));
         }
         let prompt_tokens = prompt.len();
+        // Like vLLM, the first tokens are decoded against the end of the prompt, so that a
+        // SentencePiece token's leading `▁` reads as the space it is instead of being
+        // stripped as the start of a text.
+        let mut seed = prompt[prompt.len().saturating_sub(DETOKENIZE_CONTEXT)..].to_vec();
+        // A prompt ending inside a character would misalign the first delta.
+        if self
+            .tokenizer
+            .decode(&seed, true)
+            .map_or(true, |t| t.ends_with('\u{FFFD}'))
+        {
+            seed.clear();
+        }
         let tokens = self
             .engine
             .submit(tidal_llm::GenerateRequest { prompt, params })
@@ -216,9 +228,10 @@ impl TextGenerator {
             tokens: Some(tokens),
             tokenizer: self.tokenizer.clone(),
             stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
-            ids: Vec::new(),
+            seeded: seed.len(),
+            read_offset: seed.len(),
             prefix_offset: 0,
-            read_offset: 0,
+            ids: seed,
             text: String::new(),
             sent: 0,
             prompt_tokens,
@@ -277,12 +290,18 @@ pub struct Usage {
     pub completion_tokens: usize,
 }
 
+/// Prompt tokens the detokenizer starts from (vLLM uses five).
+const DETOKENIZE_CONTEXT: usize = 5;
+
 /// Text deltas of one generation. Dropping it cancels the generation.
 pub struct TextStream {
     tokens: Option<tidal_llm::TokenStream>,
     tokenizer: Arc<Tokenizer>,
     stop: Vec<String>,
+    /// The last prompt tokens (`seeded` of them), then the generated ones.
     ids: Vec<u32>,
+    /// Prompt tokens at the start of `ids`.
+    seeded: usize,
     /// Incremental decoding window (see [`TextStream::decode_new`]): `ids[prefix_offset..
     /// read_offset]` were decoded into the end of `text` last time.
     prefix_offset: usize,
@@ -420,7 +439,7 @@ impl TextStream {
         let usage = Usage {
             finish_reason,
             prompt_tokens: self.prompt_tokens,
-            completion_tokens: self.ids.len(),
+            completion_tokens: self.ids.len() - self.seeded,
         };
         match self.take(self.text.len()) {
             Some(delta) => {
@@ -490,6 +509,7 @@ mod tests {
             tokenizer,
             stop: vec![],
             ids: vec![],
+            seeded: 0,
             prefix_offset: 0,
             read_offset: 0,
             text: String::new(),

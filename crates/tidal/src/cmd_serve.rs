@@ -165,6 +165,9 @@ async fn run(args: &ServeArgs) -> anyhow::Result<()> {
             }
             _ => model_dir,
         };
+        if args.max_model_len == Some(0) {
+            anyhow::bail!("--max_model_len must be at least 1");
+        }
         if !(args.kv_cache_space > 0.0 && args.kv_cache_space.is_finite()) {
             anyhow::bail!(
                 "--kv_cache_space must be a positive number of GiB, got {}",

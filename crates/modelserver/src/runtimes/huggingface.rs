@@ -602,7 +602,13 @@ fn end_of_turn_ids(tokenizer: &Tokenizer, template: Option<&str>) -> Vec<u32> {
 }
 
 fn load_gguf(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerator, LoadError> {
-    let mut model = tidal_llm::Llama::load(path)?;
+    // Float tensors of a GGUF file (F16/BF16/F32) are quantized too when asked; quantized
+    // ones keep their own format.
+    let prep = match options.quantization {
+        Some(Quantization::Q8_0) => tidal_llm::WeightPrep::QuantizeQ8,
+        None => tidal_llm::WeightPrep::Fast,
+    };
+    let mut model = tidal_llm::Llama::load_with(path, prep)?;
     if let Some(max) = options.max_model_len {
         model.cap_context(max);
     }
