@@ -49,7 +49,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
-use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
@@ -287,7 +286,10 @@ pub struct Llama {
     config: LlamaConfig,
     /// The GGUF header, when loaded from one.
     info: Option<GgufInfo>,
-    embed: Arc<QTensor>,
+    /// Token embeddings; a tied LM head shares this matrix (one copy, whatever its type).
+    embed: QMatMul,
+    /// The LM head is `embed`.
+    tied: bool,
     blocks: Vec<Block>,
     norm: Tensor,
     lm_head: Linear,
@@ -532,19 +534,22 @@ impl Llama {
         let (nq, nkv) = (c.n_head * hd, c.n_kv_head * hd);
 
         // A tied LM head shares the (possibly padded) embedding matrix.
-        let embed = Arc::new(prep.matrix(
+        let embed_matrix = prep.matrix(
             r.q_shaped("token_embd.weight", &[c.vocab_size, d])?,
             &device,
-        )?);
-        let lm_head = match r.has("output.weight") {
-            true => linear(
+        )?;
+        let embed_width = embed_matrix.shape().dims2()?.1;
+        let embed = QMatMul::from_qtensor(embed_matrix)?;
+        let tied = !r.has("output.weight");
+        let lm_head = match tied {
+            false => linear(
                 prep.matrix(r.q_shaped("output.weight", &[c.vocab_size, d])?, &device)?,
                 None,
             )?,
-            false => Linear {
-                w: QMatMul::from_arc(embed.clone())?,
+            true => Linear {
+                w: embed.clone(),
                 b: None,
-                k_in: embed.shape().dims2()?.1,
+                k_in: embed_width,
             },
         };
         let norm = r.dense("output_norm.weight", &[d])?;
@@ -591,6 +596,7 @@ impl Llama {
             config,
             info,
             embed,
+            tied,
             blocks,
             norm,
             lm_head,
@@ -641,12 +647,8 @@ impl Llama {
                 qkv + gate_up + linear(&b.wo) + linear(&b.down)
             })
             .sum();
-        // A tied head may share the embedding's storage.
-        let head = match &self.lm_head.w {
-            QMatMul::QTensor(t) if Arc::ptr_eq(t, &self.embed) => 0,
-            _ => linear(&self.lm_head),
-        };
-        self.embed.storage_size_in_bytes() + head + blocks
+        let head = if self.tied { 0 } else { linear(&self.lm_head) };
+        matmul(&self.embed) + head + blocks
     }
 
     /// The hyper-parameters.

@@ -199,7 +199,8 @@ fn a_transformers_checkpoint_computes_what_its_gguf_computes() {
     // Quantized at load (`--quantization q8_0`): 8-bit weights, the same answer.
     let q8 = Llama::load_transformers_with(&dir, WeightPrep::QuantizeQ8).expect("load as Q8_0");
     let (f32_bytes, q8_bytes) = (hf.weight_bytes(), q8.weight_bytes());
-    assert!(q8_bytes * 3 < f32_bytes, "{q8_bytes} vs {f32_bytes} bytes");
+    // Q8_0 is 34 bytes per 32 weights against 128 (rows padded from 576 to 768 on VNNI CPUs).
+    assert!(q8_bytes * 2 < f32_bytes, "{q8_bytes} vs {f32_bytes} bytes");
     let text = greedy(&q8, &prompt, 12);
     assert!(text.contains("Paris"), "Q8_0 answer: {text:?}");
 
