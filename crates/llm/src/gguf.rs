@@ -22,11 +22,10 @@ use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 
 use crate::error::{Error, Result};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{Tokenizer, bos_template};
 
 /// GGUF `tokenizer.ggml.token_type` value of the unknown token.
 const TOKEN_TYPE_UNKNOWN: i64 = 2;
@@ -167,14 +166,7 @@ impl Tokenizer {
         let bos = meta_opt_u32(md, "tokenizer.ggml.bos_token_id")?
             .and_then(|id| tokens.get(id as usize).map(|t| (t.clone(), id)));
         if let (true, Some((bos, id))) = (add_bos, bos) {
-            let template = TemplateProcessing::builder()
-                .try_single(format!("{bos} $A"))
-                .and_then(|b| b.try_pair(format!("{bos} $A $B:1")))
-                .map_err(|e| Error::Tokenizer(format!("BOS template: {e}")))?
-                .special_tokens(vec![(bos, id)])
-                .build()
-                .map_err(|e| Error::Tokenizer(format!("BOS template: {e}")))?;
-            inner.with_post_processor(Some(template));
+            inner.with_post_processor(Some(bos_template(bos, id)?));
         }
 
         let (special, added): (Vec<_>, Vec<_>) = types

@@ -22,6 +22,18 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
 }
 
+/// A post-processor that puts the BOS token `bos` (id `id`) before a prompt encoded with
+/// special tokens.
+pub(crate) fn bos_template(bos: String, id: u32) -> Result<TemplateProcessing> {
+    TemplateProcessing::builder()
+        .try_single(format!("{bos} $A"))
+        .and_then(|b| b.try_pair(format!("{bos} $A $B:1")))
+        .map_err(|e| Error::Tokenizer(format!("BOS template: {e}")))?
+        .special_tokens(vec![(bos, id)])
+        .build()
+        .map_err(|e| Error::Tokenizer(format!("BOS template: {e}")))
+}
+
 impl Tokenizer {
     /// Loads `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -118,14 +130,7 @@ impl Tokenizer {
                 let id = inner.token_to_id(&bos).ok_or_else(|| {
                     Error::Tokenizer(format!("bos_token {bos:?} is not in vocab.json"))
                 })?;
-                let template = TemplateProcessing::builder()
-                    .try_single(format!("{bos} $A"))
-                    .and_then(|b| b.try_pair(format!("{bos} $A $B:1")))
-                    .map_err(|e| Error::Tokenizer(format!("BOS template: {e}")))?
-                    .special_tokens(vec![(bos, id)])
-                    .build()
-                    .map_err(|e| Error::Tokenizer(format!("BOS template: {e}")))?;
-                inner.with_post_processor(Some(template));
+                inner.with_post_processor(Some(bos_template(bos, id)?));
             }
             None => {
                 inner.with_post_processor(Some(ByteLevel::default().trim_offsets(false)));

@@ -45,9 +45,27 @@ impl Drop for Server {
     }
 }
 
-fn serve(hf_home: &Path, extra: &[&str]) -> Server {
+/// `tidal` with `hf_home` as its only Hugging Face setting, then `env`.
+fn tidal_with_cache(hf_home: &Path, env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(TIDAL);
+    cmd.env("HF_HOME", hf_home);
+    for var in [
+        "HF_HUB_CACHE",
+        "HUGGINGFACE_HUB_CACHE",
+        "HF_HUB_OFFLINE",
+        "HF_ENDPOINT",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    cmd
+}
+
+/// Starts the seed's `tidal serve --model_name=fbopt --model_id=facebook/opt-125m` (not
+/// waiting for it to be ready).
+fn spawn_fbopt(hf_home: &Path, env: &[(&str, &str)], extra: &[&str]) -> Server {
     let port = free_port();
-    let child = Command::new(TIDAL)
+    let child = tidal_with_cache(hf_home, env)
         .args([
             "serve",
             "--model_name=fbopt",
@@ -55,14 +73,15 @@ fn serve(hf_home: &Path, extra: &[&str]) -> Server {
         ])
         .arg(format!("--http_port={port}"))
         .args(extra)
-        .env("HF_HOME", hf_home)
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("HUGGINGFACE_HUB_CACHE")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    ready(Server { child, port })
+    Server { child, port }
+}
+
+fn serve(hf_home: &Path, extra: &[&str]) -> Server {
+    ready(spawn_fbopt(hf_home, &[], extra))
 }
 
 /// Waits until the server answers its readiness probe.
@@ -222,22 +241,15 @@ fn the_seeds_opt_server_batches_hey_load_and_reports_it_in_vllm_metrics() {
 /// `tidal serve --model_id` with an empty cache, as a user online starts it: runs `tidal serve`
 /// with `env` and returns its exit status and stderr (it must fail).
 fn serve_uncached(root: &Path, env: &[(&str, &str)]) -> String {
-    let mut cmd = Command::new(TIDAL);
-    cmd.args([
-        "serve",
-        "--model_name=x",
-        "--model_id=facebook/opt-13b",
-        "--http_port=0",
-    ])
-    .env("HF_HOME", root)
-    .env_remove("HF_HUB_CACHE")
-    .env_remove("HUGGINGFACE_HUB_CACHE")
-    .env_remove("HF_HUB_OFFLINE")
-    .env_remove("HF_ENDPOINT");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().unwrap();
+    let out = tidal_with_cache(root, env)
+        .args([
+            "serve",
+            "--model_name=x",
+            "--model_id=facebook/opt-13b",
+            "--http_port=0",
+        ])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -414,30 +426,7 @@ fn the_seeds_model_id_is_downloaded_from_the_hub_then_served() {
     std::fs::create_dir_all(repo.join("refs")).unwrap();
     std::fs::write(repo.join("refs").join("main"), COMMIT).unwrap();
     std::fs::copy(fixture.join("config.json"), snapshot.join("config.json")).unwrap();
-    let start = |env: &[(&str, String)]| {
-        let port = free_port();
-        let mut cmd = Command::new(TIDAL);
-        cmd.args([
-            "serve",
-            "--model_name=fbopt",
-            "--model_id=facebook/opt-125m",
-        ])
-        .arg(format!("--http_port={port}"))
-        .env("HF_HOME", &root)
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("HUGGINGFACE_HUB_CACHE")
-        .env_remove("HF_HUB_OFFLINE")
-        .env_remove("HF_ENDPOINT")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        ready(Server {
-            child: cmd.spawn().unwrap(),
-            port,
-        })
-    };
+    let start = |env: &[(&str, &str)]| ready(spawn_fbopt(&root, env, &[]));
     let completion = |port: u16| {
         let body = serde_json::json!({
             "model": "fbopt",
@@ -452,7 +441,8 @@ fn the_seeds_model_id_is_downloaded_from_the_hub_then_served() {
         v["choices"][0]["text"].as_str().unwrap().to_owned()
     };
 
-    let server = start(&[("HF_ENDPOINT", format!("http://127.0.0.1:{}", hub.port))]);
+    let endpoint = format!("http://127.0.0.1:{}", hub.port);
+    let server = start(&[("HF_ENDPOINT", &endpoint)]);
     assert_eq!(completion(server.port), expected["greedy_text"]);
     drop(server);
     // Every file of the repository serves a purpose here; config.json was already cached.
@@ -466,7 +456,7 @@ fn the_seeds_model_id_is_downloaded_from_the_hub_then_served() {
     }
 
     // Offline, from the cache alone: the same model, the same greedy text.
-    let server = start(&[("HF_HUB_OFFLINE", "1".to_owned())]);
+    let server = start(&[("HF_HUB_OFFLINE", "1")]);
     assert_eq!(completion(server.port), expected["greedy_text"]);
     assert_eq!(hub.downloads.load(Ordering::Relaxed), fetched);
     drop(server);
@@ -500,14 +490,11 @@ fn the_seeds_huggingface_inferenceservice_serves_completions_in_tidal_up() {
     let _ = std::fs::remove_dir_all(&root);
     let hf_home = hub_cache(&root.join("hf"));
     let (api, gateway) = (free_port(), free_port());
-    let daemon = Command::new(TIDAL)
+    let daemon = tidal_with_cache(&hf_home, &[])
         .args(["up", "--data-dir"])
         .arg(root.join("data"))
         .arg(format!("--listen=127.0.0.1:{api}"))
         .arg(format!("--gateway-listen=127.0.0.1:{gateway}"))
-        .env("HF_HOME", &hf_home)
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("HUGGINGFACE_HUB_CACHE")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -606,27 +593,9 @@ fn two_servers_downloading_the_same_model_both_start() {
     });
     let root = std::env::temp_dir().join(format!("tidal-llm-download2-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
+    let endpoint = format!("http://127.0.0.1:{}", hub.port);
     let servers: Vec<Server> = (0..2)
-        .map(|_| {
-            let port = free_port();
-            let child = Command::new(TIDAL)
-                .args([
-                    "serve",
-                    "--model_name=fbopt",
-                    "--model_id=facebook/opt-125m",
-                ])
-                .arg(format!("--http_port={port}"))
-                .env("HF_HOME", &root)
-                .env("HF_ENDPOINT", format!("http://127.0.0.1:{}", hub.port))
-                .env_remove("HF_HUB_CACHE")
-                .env_remove("HUGGINGFACE_HUB_CACHE")
-                .env_remove("HF_HUB_OFFLINE")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap();
-            Server { child, port }
-        })
+        .map(|_| spawn_fbopt(&root, &[("HF_ENDPOINT", &endpoint)], &[]))
         .collect();
     for server in servers {
         let server = ready(server);
