@@ -71,9 +71,10 @@ pub struct LlmOptions {
 
 impl Default for LlmOptions {
     fn default() -> Self {
+        let engine = EngineConfig::default();
         LlmOptions {
-            max_num_seqs: 16,
-            kv_cache_bytes: 1 << 30,
+            max_num_seqs: engine.max_num_seqs,
+            kv_cache_bytes: engine.kv_cache_bytes,
             max_model_len: None,
             quantization: None,
         }
@@ -561,14 +562,9 @@ pub fn load(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerat
             start(name, model, options, eos, tokenizer, template)
         }
         t if tidal_llm::transformers::LLAMA_MODEL_TYPES.contains(&t) => {
-            let prep = match options.quantization {
-                Some(Quantization::Q8_0) => tidal_llm::WeightPrep::QuantizeQ8,
-                None => tidal_llm::WeightPrep::AsStored,
-            };
-            let mut model = tidal_llm::Llama::load_transformers_with(path, prep)?;
-            if let Some(max) = options.max_model_len {
-                model.cap_context(max);
-            }
+            let model = load_llama(options, tidal_llm::WeightPrep::AsStored, |prep| {
+                tidal_llm::Llama::load_transformers_with(path, prep)
+            })?;
             tracing::info!(
                 weights_mib = model.weight_bytes() >> 20,
                 quantization = ?options.quantization,
@@ -601,17 +597,30 @@ fn end_of_turn_ids(tokenizer: &Tokenizer, template: Option<&str>) -> Vec<u32> {
         .collect()
 }
 
-fn load_gguf(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerator, LoadError> {
-    // Float tensors of a GGUF file (F16/BF16/F32) are quantized too when asked; quantized
-    // ones keep their own format.
+/// Loads a Llama with `load`, preparing its weights as `--quantization` asks (else `as_is`)
+/// and its context capped by `--max_model_len`.
+fn load_llama(
+    options: &LlmOptions,
+    as_is: tidal_llm::WeightPrep,
+    load: impl FnOnce(tidal_llm::WeightPrep) -> tidal_llm::Result<tidal_llm::Llama>,
+) -> Result<tidal_llm::Llama, LoadError> {
     let prep = match options.quantization {
         Some(Quantization::Q8_0) => tidal_llm::WeightPrep::QuantizeQ8,
-        None => tidal_llm::WeightPrep::Fast,
+        None => as_is,
     };
-    let mut model = tidal_llm::Llama::load_with(path, prep)?;
+    let mut model = load(prep)?;
     if let Some(max) = options.max_model_len {
         model.cap_context(max);
     }
+    Ok(model)
+}
+
+fn load_gguf(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerator, LoadError> {
+    // Float tensors of a GGUF file (F16/BF16/F32) are quantized too when asked; quantized
+    // ones keep their own format.
+    let model = load_llama(options, tidal_llm::WeightPrep::Fast, |prep| {
+        tidal_llm::Llama::load_with(path, prep)
+    })?;
     let info = model
         .info()
         .cloned()
