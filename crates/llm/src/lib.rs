@@ -44,8 +44,10 @@
 //! [`Sampler`] per request picks tokens. This costs a copy of the caches per
 //! step; a paged cache can replace it later behind the same contract.
 //!
-//! Everything runs in float32; weights are read into memory (the workspace
-//! forbids `unsafe`, which candle's mmap loader requires).
+//! Activations run in float32 (quantized to 8 bits inside the integer
+//! matrix kernels); weights are read into memory rather than mapped (the
+//! workspace denies `unsafe`, which candle's mmap loader requires; its one
+//! exception is the call into the AVX512 kernel in `packed.rs`).
 //!
 //! [candle]: https://github.com/huggingface/candle
 
@@ -57,6 +59,7 @@ pub mod gguf;
 pub mod llama;
 pub mod lm;
 pub mod opt;
+mod packed;
 pub mod tokenizer;
 pub mod transformers;
 

@@ -49,6 +49,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
@@ -57,10 +58,14 @@ use candle_core::{DType, Device, Module, Tensor};
 use crate::error::{Error, Result};
 use crate::gguf::{self, GgufInfo, meta_opt_f32, meta_opt_usize, meta_str, meta_usize};
 use crate::lm::{CausalLm, SeqStep};
+use crate::packed::PackedQ8;
 use crate::transformers;
 
 /// KV caches grow in multiples of this many positions.
 const CACHE_CHUNK: usize = 64;
+/// Positions per transposed key block (see [`LlamaCache`]): one AVX512
+/// register of scores.
+const KEY_BLOCK: usize = 16;
 
 /// The longest context accepted (4M positions); RoPE tables are built for the
 /// whole context at load, so an absurd value is refused rather than allocated.
@@ -118,11 +123,13 @@ pub struct LlamaConfig {
     pub vocab_size: usize,
 }
 
-/// One sequence's rotated keys and values. Per layer, keys are stored
-/// transposed, `[n_kv_head, head_dim, capacity]`, and values `[n_kv_head,
-/// capacity, head_dim]`, so attention streams through contiguous memory
-/// (see `attend_group`); buffers grow in chunks by at least half
-/// (amortized, no per-token concatenation).
+/// One sequence's rotated keys and values. Per layer, keys are stored in
+/// blocks of [`KEY_BLOCK`] positions, each block transposed: `[n_kv_head,
+/// capacity / KEY_BLOCK, head_dim, KEY_BLOCK]`; values are `[n_kv_head,
+/// capacity, head_dim]`. Attention thus reads one contiguous stream per
+/// head (see `attend_group`); buffers grow in chunks by at least half
+/// (amortized, no per-token concatenation), capacity a multiple of
+/// [`KEY_BLOCK`].
 #[derive(Debug, Default, Clone)]
 pub struct LlamaCache {
     /// Positions filled; anything past it (left by a failed step) is ignored.
@@ -153,16 +160,18 @@ impl LlamaCache {
 }
 
 /// How weight matrices are prepared at load time: the trade between
-/// matching the file's arithmetic and using candle's fastest CPU kernels.
+/// matching the file's arithmetic and using the fastest CPU kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum WeightPrep {
-    /// [`WeightPrep::Faithful`], plus: on CPUs with AVX512-VNNI or AVX-VNNI,
-    /// Q4_0/Q8_0 matrices (and the re-encoded ones) become Q8_0 with rows
-    /// zero-padded to a multiple of 256, the shape candle's repacked VNNI
-    /// kernels need. Those kernels quantize activations per 256 values
-    /// instead of per 32, which costs a little accuracy (SmolLM2-135M Q4_1:
-    /// perplexity +1.7% over the file's own arithmetic, against +0.6% for
-    /// `Faithful`) for 1.3x (one sequence) to 1.6x (eight) faster decoding.
+    /// [`WeightPrep::Faithful`], plus Q4_0 matrices become Q8_0 too, and Q8_0
+    /// matrices run on the fastest integer kernel the CPU has. With
+    /// AVX512-VNNI that is Tidal's own (`packed.rs`): activations quantized
+    /// per 32 values as in the file's arithmetic, rows of any multiple of 32,
+    /// eight sequences per pass over the weights. With only AVX-VNNI it is
+    /// candle's repacked kernel, which needs rows zero-padded to a multiple
+    /// of 256 and quantizes activations per 256 values: a little accuracy
+    /// (SmolLM2-135M Q4_1: perplexity +1.7% over the file's own arithmetic,
+    /// against +0.6% for `Faithful`) for speed.
     #[default]
     Fast,
     /// Re-encode only what candle has no SIMD kernel for: Q4_1/Q5_0/Q5_1
@@ -192,6 +201,8 @@ struct Prep {
     prep: WeightPrep,
     /// candle's repacked x86 kernels (Q8_0 with 256-multiple rows) apply.
     vnni: bool,
+    /// Tidal's AVX512-VNNI kernel applies (Q8_0, any multiple of 32 inputs).
+    packed: bool,
 }
 
 impl Prep {
@@ -201,7 +212,16 @@ impl Prep {
             || (is_x86_feature_detected!("avxvnni") && is_x86_feature_detected!("avx2"));
         #[cfg(not(target_arch = "x86_64"))]
         let vnni = false;
-        Self { prep, vnni }
+        Self {
+            prep,
+            vnni,
+            packed: PackedQ8::available(),
+        }
+    }
+
+    /// Whether Q8_0 matrices go to Tidal's kernel.
+    fn packs(&self) -> bool {
+        self.packed && matches!(self.prep, WeightPrep::Fast | WeightPrep::QuantizeQ8)
     }
 
     /// Re-encodes one `[out, in]` matrix as the [`WeightPrep`] says.
@@ -217,11 +237,15 @@ impl Prep {
             WeightPrep::AsStored | WeightPrep::Dequantized => (false, false),
             WeightPrep::Faithful => (scalar_only, false),
             WeightPrep::Fast | WeightPrep::QuantizeQ8 => {
-                let padded = self.vnni && n % 16 == 0 && matches!(dtype, G::Q4_0 | G::Q8_0);
+                let tiles = n % 16 == 0;
+                let vnni =
+                    (self.vnni || self.packed) && tiles && matches!(dtype, G::Q4_0 | G::Q8_0);
                 // Q8_0 blocks hold 32 values of a row.
                 let float = matches!(dtype, G::F32 | G::F16 | G::BF16) && k % 32 == 0;
                 let quantize = self.prep == WeightPrep::QuantizeQ8 && float;
-                (scalar_only || padded || quantize, self.vnni && n % 16 == 0)
+                // Tidal's kernel needs no padding; candle's needs 256-multiples.
+                let pad = self.vnni && !self.packed && tiles;
+                (scalar_only || vnni || quantize, pad)
             }
         };
         let k_pad = if pad { k.next_multiple_of(256) } else { k };
@@ -233,11 +257,77 @@ impl Prep {
     }
 }
 
+/// A weight matrix `[out, in]`: candle's, or a Q8_0 matrix repacked for
+/// Tidal's AVX512-VNNI kernel (see [`crate::packed`]).
+#[derive(Debug, Clone)]
+enum Matrix {
+    Candle(QMatMul),
+    Packed(Arc<PackedQ8>),
+}
+
+impl Matrix {
+    /// Repacks `t` when `pack` is set and the kernel applies to it.
+    fn new(t: QTensor, pack: bool) -> Result<Self> {
+        if pack && let Some(p) = PackedQ8::new(&t)? {
+            return Ok(Self::Packed(Arc::new(p)));
+        }
+        Ok(Self::Candle(QMatMul::from_qtensor(t)?))
+    }
+
+    /// `x [m, in] -> [m, out]`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Candle(w) => Ok(w.forward(x)?),
+            Self::Packed(w) => {
+                let (m, k) = x.dims2()?;
+                if k != w.cols() {
+                    return Err(Error::InvalidInput(format!(
+                        "matrix multiply: input has {k} columns, the weights {}",
+                        w.cols()
+                    )));
+                }
+                let device = x.device();
+                let x = x.flatten_all()?.to_vec1::<f32>()?;
+                Ok(Tensor::from_vec(w.matmul(&x, m), (m, w.rows()), device)?)
+            }
+        }
+    }
+
+    /// Rows `ids` as floats, `[ids, in]`.
+    fn embedding(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+        match self {
+            Self::Candle(w) => {
+                let ids = Tensor::from_slice(ids, ids.len(), device)?;
+                Ok(w.embedding(&ids)?)
+            }
+            Self::Packed(w) => {
+                let k = w.cols();
+                let mut rows = vec![0f32; ids.len() * k];
+                for (&id, row) in ids.iter().zip(rows.chunks_exact_mut(k)) {
+                    w.row(id as usize, row);
+                }
+                Ok(Tensor::from_vec(rows, (ids.len(), k), device)?)
+            }
+        }
+    }
+
+    /// Bytes held in memory.
+    fn size_in_bytes(&self) -> usize {
+        match self {
+            Self::Candle(QMatMul::QTensor(t)) => t.storage_size_in_bytes(),
+            Self::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => {
+                t.elem_count() * t.dtype().size_in_bytes()
+            }
+            Self::Packed(w) => w.size_in_bytes(),
+        }
+    }
+}
+
 /// A (possibly quantized) matrix, several fused along the output dimension,
 /// and its bias. Its input may be zero-padded to `k_in` columns (see [`WeightPrep`]).
 #[derive(Debug)]
 struct Linear {
-    w: QMatMul,
+    w: Matrix,
     b: Option<Tensor>,
     k_in: usize,
 }
@@ -287,7 +377,7 @@ pub struct Llama {
     /// The GGUF header, when loaded from one.
     info: Option<GgufInfo>,
     /// Token embeddings; a tied LM head shares this matrix (one copy, whatever its type).
-    embed: QMatMul,
+    embed: Matrix,
     /// The LM head is `embed`.
     tied: bool,
     blocks: Vec<Block>,
@@ -406,10 +496,10 @@ fn fuse_rows(parts: &[&QTensor], device: &Device) -> Result<Option<QTensor>> {
     Ok(Some(QTensor::new(storage, (n, k))?))
 }
 
-fn linear(w: QTensor, b: Option<Tensor>) -> Result<Linear> {
+fn linear(w: QTensor, b: Option<Tensor>, pack: bool) -> Result<Linear> {
     let k_in = w.shape().dims2()?.1;
     Ok(Linear {
-        w: QMatMul::from_qtensor(w)?,
+        w: Matrix::new(w, pack)?,
         b,
         k_in,
     })
@@ -539,12 +629,14 @@ impl Llama {
             &device,
         )?;
         let embed_width = embed_matrix.shape().dims2()?.1;
-        let embed = QMatMul::from_qtensor(embed_matrix)?;
+        let pack = prep.packs();
+        let embed = Matrix::new(embed_matrix, pack)?;
         let tied = !r.has("output.weight");
         let lm_head = match tied {
             false => linear(
                 prep.matrix(r.q_shaped("output.weight", &[c.vocab_size, d])?, &device)?,
                 None,
+                pack,
             )?,
             true => Linear {
                 w: embed.clone(),
@@ -574,20 +666,25 @@ impl Llama {
                 Some(w) => Qkv::Fused(linear(
                     w,
                     cat_bias(vec![qb, kb, vb], &[nq, nkv, nkv], &device)?,
+                    pack,
                 )?),
-                None => Qkv::Split(linear(q, qb)?, linear(k, kb)?, linear(v, vb)?),
+                None => Qkv::Split(
+                    linear(q, qb, pack)?,
+                    linear(k, kb, pack)?,
+                    linear(v, vb, pack)?,
+                ),
             };
             let gate_up = match fuse_rows(&[&gate, &up], &device)? {
-                Some(w) => GateUp::Fused(linear(w, None)?),
-                None => GateUp::Split(linear(gate, None)?, linear(up, None)?),
+                Some(w) => GateUp::Fused(linear(w, None, pack)?),
+                None => GateUp::Split(linear(gate, None, pack)?, linear(up, None, pack)?),
             };
             blocks.push(Block {
                 attn_norm: r.dense(&p("attn_norm.weight"), &[d])?,
                 qkv,
-                wo: linear(wo, r.opt_bias(&p("attn_output.bias"), d)?)?,
+                wo: linear(wo, r.opt_bias(&p("attn_output.bias"), d)?, pack)?,
                 ffn_norm: r.dense(&p("ffn_norm.weight"), &[d])?,
                 gate_up,
-                down: linear(down, None)?,
+                down: linear(down, None, pack)?,
             });
         }
 
@@ -623,15 +720,7 @@ impl Llama {
 
     /// Bytes of weight matrices (embedding included) as held in memory.
     pub fn weight_bytes(&self) -> usize {
-        fn matmul(m: &QMatMul) -> usize {
-            match m {
-                QMatMul::QTensor(t) => t.storage_size_in_bytes(),
-                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
-                    t.elem_count() * t.dtype().size_in_bytes()
-                }
-            }
-        }
-        let linear = |l: &Linear| matmul(&l.w);
+        let linear = |l: &Linear| l.w.size_in_bytes();
         let blocks: usize = self
             .blocks
             .iter()
@@ -648,7 +737,7 @@ impl Llama {
             })
             .sum();
         let head = if self.tied { 0 } else { linear(&self.lm_head) };
-        matmul(&self.embed) + head + blocks
+        self.embed.size_in_bytes() + head + blocks
     }
 
     /// The hyper-parameters.
@@ -675,9 +764,7 @@ impl Llama {
             ids.extend_from_slice(s.tokens);
             last_rows.push((ids.len() - 1) as u32);
         }
-        let ids = Tensor::from_vec(ids, total, &self.device)?;
-
-        let mut x = self.embed.embedding(&ids)?;
+        let mut x = self.embed.embedding(&ids, &self.device)?;
         if x.dim(1)? != c.n_embd {
             x = x.narrow(1, 0, c.n_embd)?.contiguous()?;
         }
@@ -750,25 +837,26 @@ impl Llama {
             .max(needed)
             .div_ceil(CACHE_CHUNK)
             .saturating_mul(CACHE_CHUNK)
-            .min(c.context_length)
-            .max(needed);
-        // Keys are `segments` runs of `capacity * width` floats, of which the
-        // first `len * width` are in use; see `LlamaCache`.
-        let grow = |old: Option<&Vec<f32>>, segments: usize, width: usize| {
-            let mut buf = vec![0f32; segments * capacity * width];
+            .min(c.context_length.next_multiple_of(KEY_BLOCK))
+            .max(needed.next_multiple_of(KEY_BLOCK));
+        // Both are `n_kv_head` runs of `capacity * head_dim` floats whose
+        // first `used * head_dim` are in use; keys by whole blocks.
+        let grow = |old: Option<&Vec<f32>>, used: usize| {
+            let mut buf = vec![0f32; nkv * capacity * hd];
             if let Some(old) = old {
-                let (from, to) = (cache.capacity * width, capacity * width);
+                let (from, to) = (cache.capacity * hd, capacity * hd);
                 for (src, dst) in old.chunks_exact(from).zip(buf.chunks_exact_mut(to)) {
-                    dst[..cache.len * width].copy_from_slice(&src[..cache.len * width]);
+                    dst[..used * hd].copy_from_slice(&src[..used * hd]);
                 }
             }
             buf
         };
+        let key_positions = cache.len.next_multiple_of(KEY_BLOCK).min(cache.capacity);
         let k = (0..c.n_layer)
-            .map(|l| grow(cache.k.get(l), nkv * hd, 1))
+            .map(|l| grow(cache.k.get(l), key_positions))
             .collect();
         let v = (0..c.n_layer)
-            .map(|l| grow(cache.v.get(l), nkv, hd))
+            .map(|l| grow(cache.v.get(l), cache.len))
             .collect();
         cache.k = k;
         cache.v = v;
@@ -814,9 +902,13 @@ impl Llama {
                 }
                 let (q, k) = q_k.split_at_mut(qw);
                 q.iter_mut().for_each(|x| *x *= scale);
-                // Keys go down a column of their head's `[hd, cap]` block.
-                for (x, slot) in k.iter().zip(keys.iter_mut().skip(pos).step_by(cap)) {
-                    *slot = *x;
+                // A key goes down a column of its head's block.
+                let block = (pos / KEY_BLOCK) * hd * KEY_BLOCK + pos % KEY_BLOCK;
+                for (g, kh) in k.chunks_exact(hd).enumerate() {
+                    let column = keys[g * cap * hd + block..].iter_mut().step_by(KEY_BLOCK);
+                    for (slot, x) in column.zip(kh) {
+                        *slot = *x;
+                    }
                 }
                 for (g, vh) in v.chunks_exact(hd).enumerate() {
                     let at = (g * cap + pos) * hd;
@@ -843,7 +935,6 @@ impl Llama {
                     keys: &s.cache.k[layer][g * cap * hd..(g + 1) * cap * hd],
                     values: &s.cache.v[layer][g * cap * hd..(g + 1) * cap * hd],
                     first_visible: len + 1,
-                    capacity: cap,
                 })
                 .collect();
             for (q, o) in q_rows.by_ref().zip(out_rows.by_ref()).take(n) {
@@ -864,13 +955,11 @@ impl Llama {
                 keys,
                 values,
                 first_visible,
-                capacity,
             } = &mut *unit;
             for (i, (q, o)) in queries.iter().zip(outs.iter_mut()).enumerate() {
                 let visible = *first_visible + i;
                 let at = Visible {
                     rows: visible,
-                    capacity: *capacity,
                     head_dim: hd,
                 };
                 attend_group(q, keys, &values[..visible * hd], at, scores, o);
@@ -925,14 +1014,12 @@ struct AttentionUnit<'a> {
     queries: Vec<&'a [f32]>,
     /// Per new token, this group's slice of the output row.
     outs: Vec<&'a mut [f32]>,
-    /// The head's transposed keys, `[head_dim, capacity]`.
+    /// The head's blocked keys, `[capacity / KEY_BLOCK, head_dim, KEY_BLOCK]`.
     keys: &'a [f32],
     /// The head's values, `[capacity, head_dim]`.
     values: &'a [f32],
     /// Positions the first new token sees (`len + 1`).
     first_visible: usize,
-    /// Row length of `keys`.
-    capacity: usize,
 }
 
 /// Which cached positions one attention call reads.
@@ -940,59 +1027,153 @@ struct AttentionUnit<'a> {
 struct Visible {
     /// Positions `0..rows` are visible to the query.
     rows: usize,
-    /// Row length of the transposed keys.
-    capacity: usize,
     head_dim: usize,
 }
 
 /// Softmax attention of the (pre-scaled) query heads `q` that share one KV
-/// head, over the first `at.rows` positions of that head's transposed keys
-/// `kt` (`[head_dim, capacity]`) and `values` (`[rows, head_dim]`); writes the
-/// heads' outputs to `out` (`q.len()` floats).
+/// head, over the first `at.rows` positions of that head's blocked keys
+/// (`[capacity / KEY_BLOCK, head_dim, KEY_BLOCK]`) and `values` (`[rows,
+/// head_dim]`); writes the heads' outputs to `out` (`q.len()` floats).
 ///
-/// Scores are accumulated down the key columns, so every step is a
-/// vertical multiply-add over contiguous memory (no horizontal sums), and
-/// each score's summation order is fixed by `head_dim` alone: a query gets
+/// A key block's scores are summed in registers as vertical multiply-adds
+/// (no horizontal sums) while the keys stream through in order, and each
+/// score's summation order is fixed by `head_dim` alone: a query gets
 /// bit-identical results however many positions or queries a step has.
 fn attend_group(
     q: &[f32],
-    kt: &[f32],
+    keys: &[f32],
     values: &[f32],
     at: Visible,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
     let (rows, hd) = (at.rows, at.head_dim);
+    let padded = rows.next_multiple_of(KEY_BLOCK);
     scores.clear();
-    scores.resize(q.len() / hd * rows, 0.0);
-    for (d, k) in kt.chunks_exact(at.capacity).enumerate() {
-        let k = &k[..rows];
-        for (qr, s) in q.chunks_exact(hd).zip(scores.chunks_exact_mut(rows)) {
-            let qd = qr[d];
-            for (s, &k) in s.iter_mut().zip(k) {
-                *s = qd.mul_add(k, *s);
-            }
+    scores.resize(q.len() / hd * padded, 0.0);
+    for (b, block) in keys
+        .chunks_exact(hd * KEY_BLOCK)
+        .take(padded / KEY_BLOCK)
+        .enumerate()
+    {
+        for (qh, s) in q.chunks_exact(hd).zip(scores.chunks_exact_mut(padded)) {
+            let s: &mut [f32; KEY_BLOCK] = (&mut s[b * KEY_BLOCK..][..KEY_BLOCK])
+                .try_into()
+                .expect("a block of scores");
+            *s = block_scores(qh, block);
         }
     }
-    for head in scores.chunks_exact_mut(rows) {
+    for head in scores.chunks_exact_mut(padded) {
+        let head = &mut head[..rows];
         let max = head.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for s in head.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
+        head.iter_mut().for_each(|s| *s = exp_nonpositive(*s - max));
+        let inv = 1.0 / head.iter().sum::<f32>();
         head.iter_mut().for_each(|s| *s *= inv);
     }
-    out.fill(0.0);
-    for (j, v) in values.chunks_exact(hd).enumerate() {
-        for (r, o) in out.chunks_exact_mut(hd).enumerate() {
-            let w = scores[r * rows + j];
-            for (o, &x) in o.iter_mut().zip(v) {
-                *o = w.mul_add(x, *o);
+    let heads: Vec<&[f32]> = scores.chunks_exact(padded).map(|s| &s[..rows]).collect();
+    if hd % KEY_BLOCK != 0 {
+        out.fill(0.0);
+        for (j, v) in values.chunks_exact(hd).take(rows).enumerate() {
+            for (w, o) in heads.iter().zip(out.chunks_exact_mut(hd)) {
+                for (o, &x) in o.iter_mut().zip(v) {
+                    *o = w[j].mul_add(x, *o);
+                }
+            }
+        }
+        return;
+    }
+    // Per 16 dimensions, up to eight heads' sums stay in registers while
+    // the values stream past once.
+    let mut outs: Vec<&mut [f32]> = out.chunks_exact_mut(hd).collect();
+    for (weights, outs) in heads.chunks(8).zip(outs.chunks_mut(8)) {
+        macro_rules! weigh {
+            ($($g:literal)*) => {
+                match weights.len() {
+                    $($g => {
+                        let w: [&[f32]; $g] = std::array::from_fn(|r| weights[r]);
+                        for c in (0..hd).step_by(KEY_BLOCK) {
+                            let sums = weighted_values::<$g>(&w, values, hd, c);
+                            for (o, sum) in outs.iter_mut().zip(sums) {
+                                o[c..c + KEY_BLOCK].copy_from_slice(&sum);
+                            }
+                        }
+                    })*
+                    _ => unreachable!("heads come in chunks of at most 8"),
+                }
+            };
+        }
+        weigh!(1 2 3 4 5 6 7 8);
+    }
+}
+
+/// `sum_j w[r][j] * values[j][c..c + 16]` for `G` heads, summed in `j` order.
+fn weighted_values<const G: usize>(
+    w: &[&[f32]; G],
+    values: &[f32],
+    hd: usize,
+    c: usize,
+) -> [[f32; KEY_BLOCK]; G] {
+    let mut acc = [[0f32; KEY_BLOCK]; G];
+    let rows = w[0].len();
+    for (j, v) in values.chunks_exact(hd).take(rows).enumerate() {
+        let v: &[f32; KEY_BLOCK] = v[c..c + KEY_BLOCK].try_into().expect("16 values");
+        for (acc, w) in acc.iter_mut().zip(w) {
+            let w = w[j];
+            for (a, &x) in acc.iter_mut().zip(v) {
+                *a = w.mul_add(x, *a);
             }
         }
     }
+    acc
+}
+
+/// `e^x` for `x <= 0` (softmax after subtracting the maximum), within 2 ulp
+/// of `f32::exp`, in plain arithmetic so a loop of it vectorizes (`expf`
+/// is a library call per value). Inputs below -87.3 count as -87.3
+/// (`e^-87.3` is about 1e-38: nothing next to the maximum's 1).
+fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split so that n * LN2_HI is exact for the n that occur.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let x = x.max(-87.3);
+    let n = (x * LOG2_E).round();
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
+    // e^r on [-ln2/2, ln2/2]: Cephes' expf polynomial.
+    let p = 1.987_569_1e-4f32
+        .mul_add(r, 1.398_199_9e-3)
+        .mul_add(r, 8.333_452e-3)
+        .mul_add(r, 4.166_579_6e-2)
+        .mul_add(r, 0.166_666_66)
+        .mul_add(r, 0.5);
+    let er = p.mul_add(r * r, r) + 1.0;
+    // 2^n through the exponent bits; n >= -126 here.
+    f32::from_bits(((n as i32 + 127) as u32) << 23) * er
+}
+
+/// One query head's scores against one transposed key block (`[head_dim,
+/// KEY_BLOCK]`), four partial sums deep so the multiply-adds overlap.
+fn block_scores(q: &[f32], block: &[f32]) -> [f32; KEY_BLOCK] {
+    let mut acc = [[0f32; KEY_BLOCK]; 4];
+    let quads = block.chunks_exact(4 * KEY_BLOCK);
+    let rest = quads.remainder();
+    for (qd, keys) in q.chunks_exact(4).zip(quads) {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let k: &[f32; KEY_BLOCK] = keys[j * KEY_BLOCK..][..KEY_BLOCK]
+                .try_into()
+                .expect("block");
+            for (a, &k) in acc.iter_mut().zip(k) {
+                *a = qd[j].mul_add(k, *a);
+            }
+        }
+    }
+    let tail = &q[q.len() - rest.len() / KEY_BLOCK..];
+    for (&qd, k) in tail.iter().zip(rest.chunks_exact(KEY_BLOCK)) {
+        for (a, &k) in acc[0].iter_mut().zip(k) {
+            *a = qd.mul_add(k, *a);
+        }
+    }
+    std::array::from_fn(|l| (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]))
 }
 
 impl Block {
@@ -1155,4 +1336,88 @@ fn rope_tables(c: &LlamaConfig, freq_factors: Option<&[f32]>) -> (Vec<f32>, Vec<
         }
     }
     (cos, sin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_nonpositive_is_within_two_ulp_of_expf() {
+        let mut x = 0f32;
+        while x > -87.0 {
+            let (got, want) = (exp_nonpositive(x), x.exp());
+            let ulp = (got.to_bits() as i64 - want.to_bits() as i64).abs();
+            assert!(ulp <= 2, "e^{x}: {got} vs {want} ({ulp} ulp)");
+            x -= 0.0137;
+        }
+        assert_eq!(exp_nonpositive(0.0), 1.0);
+        assert!(exp_nonpositive(-1000.0) < 1e-37);
+    }
+
+    /// Softmax attention written out plainly, in f64.
+    fn naive(q: &[f32], keys: &[Vec<f32>], values: &[Vec<f32>], hd: usize) -> Vec<f32> {
+        let mut out = Vec::new();
+        for qh in q.chunks_exact(hd) {
+            let scores: Vec<f64> = keys
+                .iter()
+                .map(|k| qh.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum())
+                .collect();
+            let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            for d in 0..hd {
+                let v: f64 = weights
+                    .iter()
+                    .zip(values)
+                    .map(|(w, v)| w * v[d] as f64)
+                    .sum();
+                out.push((v / total) as f32);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn blocked_attention_matches_the_formula() {
+        let value = |i: usize| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 2.0;
+        // Head sizes on and off the 16-value fast path; 1 to 9 query heads per
+        // KV head (more than eight takes two passes); contexts on and off
+        // block boundaries.
+        for (hd, heads, rows) in [
+            (64usize, 3usize, 1usize),
+            (64, 3, 37),
+            (32, 9, 48),
+            (20, 2, 17),
+            (128, 1, 100),
+        ] {
+            let capacity = rows.next_multiple_of(KEY_BLOCK) + KEY_BLOCK;
+            let keys: Vec<Vec<f32>> = (0..rows)
+                .map(|p| (0..hd).map(|d| value(p * hd + d)).collect())
+                .collect();
+            let values: Vec<Vec<f32>> = (0..rows)
+                .map(|p| (0..hd).map(|d| value(5 + 3 * (p * hd + d))).collect())
+                .collect();
+            // Stale data past `rows` must not leak in.
+            let mut blocked = vec![9.0f32; capacity * hd];
+            for (p, k) in keys.iter().enumerate() {
+                for (d, &x) in k.iter().enumerate() {
+                    blocked[(p / KEY_BLOCK) * hd * KEY_BLOCK + d * KEY_BLOCK + p % KEY_BLOCK] = x;
+                }
+            }
+            let mut flat_values: Vec<f32> = values.concat();
+            flat_values.extend(std::iter::repeat_n(9.0, KEY_BLOCK * hd));
+            let q: Vec<f32> = (0..heads * hd).map(|i| value(11 + i) * 0.3).collect();
+            let mut out = vec![0f32; heads * hd];
+            let at = Visible { rows, head_dim: hd };
+            attend_group(&q, &blocked, &flat_values, at, &mut Vec::new(), &mut out);
+            let want = naive(&q, &keys, &values, hd);
+            for (i, (g, w)) in out.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() < 1e-5,
+                    "hd {hd}, {heads} heads, {rows} rows, [{i}]: {g} vs {w}"
+                );
+            }
+        }
+    }
 }

@@ -1,0 +1,431 @@
+//! Q8_0 weight matrices repacked for AVX512-VNNI: the matrix multiplies of
+//! decoding, written here rather than taken from candle.
+//!
+//! candle's repacked x86 kernels quantize activations per 256 values, so
+//! they need rows that are a multiple of 256 long: SmolLM2's 576-wide
+//! matrices had to be zero-padded to 768 (a third more work), and they
+//! multiply at most four activation rows per pass over a weight tile. This
+//! kernel quantizes activations per 32 values, as the Q8_0 weights are
+//! (the arithmetic of ggml's `q8_0 x q8_0` dot product, so no accuracy is
+//! traded), takes any row length that is a multiple of 32, and multiplies up
+//! to eight activation rows per pass, which is what a batch of eight
+//! decoding sequences needs.
+//!
+//! Layout: the `[n, k]` matrix is cut into tiles of 16 output rows by 32
+//! inputs. A tile holds the 16 rows' scales and their quantized weights
+//! offset by +128 (`vpdpbusd` multiplies unsigned by signed bytes), stored
+//! so that one 64-byte load gives four consecutive inputs of all 16 rows.
+//! The offset is taken back out with each activation block's sum.
+//!
+//! The only `unsafe` in the workspace is the call into the
+//! `#[target_feature]` kernel, made only by a [`PackedQ8`], which can only be
+//! built on a CPU that has the features.
+
+use bytemuck::{Pod, Zeroable};
+use candle_core::quantized::{GgmlDType, QTensor};
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+
+/// Output rows per tile.
+const TILE_ROWS: usize = 16;
+/// Inputs per block (Q8_0's block).
+const BLOCK: usize = 32;
+/// Activation rows multiplied per pass over a tile.
+const MAX_ROWS: usize = 8;
+/// Bytes of one Q8_0 block: an f16 scale and 32 signed bytes.
+const Q8_0_BYTES: usize = 2 + BLOCK;
+
+/// 16 rows by 32 inputs of a Q8_0 matrix.
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct Tile {
+    /// The rows' scales, f16 bits.
+    scales: [u16; TILE_ROWS],
+    /// `quants[g][4 * r + j]` = weight `(r, 4 * g + j)` + 128.
+    quants: [[u8; 4 * TILE_ROWS]; BLOCK / 4],
+}
+
+/// One activation row's block of 32, quantized like a Q8_0 block.
+#[derive(Clone, Copy, Default)]
+struct ActBlock {
+    /// The 32 quantized values, four little-endian bytes per word.
+    quants: [i32; BLOCK / 4],
+    scale: f32,
+    /// 128 times the sum of the quantized values: what the weights' +128
+    /// offset adds to each dot product.
+    offset: i32,
+}
+
+/// A `[n, k]` Q8_0 matrix in [`Tile`]s, tile-row major: the `k / 32` tiles
+/// of output rows `16 t .. 16 t + 16` are adjacent.
+#[derive(Debug)]
+pub(crate) struct PackedQ8 {
+    n: usize,
+    k: usize,
+    tiles: Vec<Tile>,
+}
+
+impl std::fmt::Debug for Tile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tile")
+    }
+}
+
+impl PackedQ8 {
+    /// Whether this CPU runs the kernel.
+    pub(crate) fn available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vnni")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// Repacks a Q8_0 matrix; `None` where the kernel does not apply (another
+    /// CPU, another type, or a shape that does not tile).
+    pub(crate) fn new(t: &QTensor) -> Result<Option<Self>> {
+        let Ok((n, k)) = t.shape().dims2() else {
+            return Ok(None);
+        };
+        if t.dtype() != GgmlDType::Q8_0
+            || n % TILE_ROWS != 0
+            || k % BLOCK != 0
+            || k == 0
+            || !Self::available()
+        {
+            return Ok(None);
+        }
+        let data = t.data()?;
+        let blocks = k / BLOCK;
+        if data.len() != n * blocks * Q8_0_BYTES {
+            return Err(Error::Config(format!(
+                "Q8_0 matrix [{n}, {k}] holds {} bytes, expected {}",
+                data.len(),
+                n * blocks * Q8_0_BYTES
+            )));
+        }
+        let mut tiles = vec![Tile::zeroed(); n / TILE_ROWS * blocks];
+        for (t, tiles) in tiles.chunks_exact_mut(blocks).enumerate() {
+            for (b, tile) in tiles.iter_mut().enumerate() {
+                for r in 0..TILE_ROWS {
+                    let at = ((t * TILE_ROWS + r) * blocks + b) * Q8_0_BYTES;
+                    let block = &data[at..at + Q8_0_BYTES];
+                    tile.scales[r] = u16::from_le_bytes([block[0], block[1]]);
+                    for (i, &q) in block[2..].iter().enumerate() {
+                        tile.quants[i / 4][4 * r + i % 4] = (q as i8 as i16 + 128) as u8;
+                    }
+                }
+            }
+        }
+        Ok(Some(Self { n, k, tiles }))
+    }
+
+    /// Output size.
+    pub(crate) fn rows(&self) -> usize {
+        self.n
+    }
+
+    /// Input size.
+    pub(crate) fn cols(&self) -> usize {
+        self.k
+    }
+
+    /// Bytes held.
+    pub(crate) fn size_in_bytes(&self) -> usize {
+        std::mem::size_of_val(self.tiles.as_slice())
+    }
+
+    /// Row `r` as floats (an embedding lookup).
+    pub(crate) fn row(&self, r: usize, out: &mut [f32]) {
+        let blocks = self.k / BLOCK;
+        let tiles = &self.tiles[r / TILE_ROWS * blocks..][..blocks];
+        let lane = r % TILE_ROWS;
+        for (tile, out) in tiles.iter().zip(out.chunks_exact_mut(BLOCK)) {
+            let scale = f16_to_f32(tile.scales[lane]);
+            for (i, o) in out.iter_mut().enumerate() {
+                let q = tile.quants[i / 4][4 * lane + i % 4] as i16 - 128;
+                *o = q as f32 * scale;
+            }
+        }
+    }
+
+    /// `x [m, k] -> x W^T [m, n]`, on candle's thread pool.
+    pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let (n, k) = (self.n, self.k);
+        debug_assert_eq!(x.len(), m * k);
+        let blocks = k / BLOCK;
+        let acts: Vec<Vec<ActBlock>> = x.chunks_exact(k).map(quantize_row).collect();
+        let tile_rows = n / TILE_ROWS;
+        // Tile-major results, in parts handed to the pool's threads whole.
+        let mut results = vec![[0f32; TILE_ROWS]; tile_rows * m];
+        let per_part = tile_rows.div_ceil(32).max(1);
+        let parts: Vec<Mutex<Part<'_>>> = results
+            .chunks_mut(per_part * m)
+            .enumerate()
+            .map(|(i, part)| Mutex::new((i * per_part, part)))
+            .collect();
+        let run = |part: &Mutex<Part<'_>>| {
+            let mut guard = part.lock().unwrap_or_else(|e| e.into_inner());
+            let (first, out) = &mut *guard;
+            for (i, out) in out.chunks_exact_mut(m).enumerate() {
+                let tiles = &self.tiles[(*first + i) * blocks..][..blocks];
+                for (acts, out) in acts.chunks(MAX_ROWS).zip(out.chunks_mut(MAX_ROWS)) {
+                    tile_times_rows(tiles, acts, out);
+                }
+            }
+        };
+        if parts.len() == 1 {
+            run(&parts[0]);
+        } else {
+            candle_core::utils::barrier_pool()
+                .execute_chunked(parts.len(), |range| parts[range].iter().for_each(run));
+        }
+        drop(parts);
+        let mut y = vec![0f32; m * n];
+        for (t, rows) in results.chunks_exact(m).enumerate() {
+            for (row, r) in rows.iter().enumerate() {
+                y[row * n + t * TILE_ROWS..][..TILE_ROWS].copy_from_slice(r);
+            }
+        }
+        y
+    }
+}
+
+/// A run of tile rows' results: the first tile row's index, then per tile
+/// row the outputs of every activation row.
+type Part<'a> = (usize, &'a mut [[f32; TILE_ROWS]]);
+
+/// Quantizes one activation row per 32 values as ggml's `quantize_row_q8_0`.
+fn quantize_row(x: &[f32]) -> Vec<ActBlock> {
+    x.chunks_exact(BLOCK)
+        .map(|x| {
+            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = amax / 127.0;
+            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            let mut block = ActBlock {
+                scale,
+                ..ActBlock::default()
+            };
+            let mut sum = 0i32;
+            for (word, x) in block.quants.iter_mut().zip(x.chunks_exact(4)) {
+                let q = [0, 1, 2, 3].map(|j| (x[j] * inv).round() as i8);
+                sum += q.iter().map(|&q| q as i32).sum::<i32>();
+                *word = i32::from_le_bytes(q.map(|q| q as u8));
+            }
+            block.offset = 128 * sum;
+            block
+        })
+        .collect()
+}
+
+/// One tile row's outputs for up to [`MAX_ROWS`] activation rows.
+fn tile_times_rows(tiles: &[Tile], acts: &[Vec<ActBlock>], out: &mut [[f32; TILE_ROWS]]) {
+    macro_rules! rows {
+        ($($m:literal)*) => {
+            match acts.len() {
+                $($m => {
+                    let acts: [&[ActBlock]; $m] = std::array::from_fn(|i| acts[i].as_slice());
+                    out.copy_from_slice(&kernel::<$m>(tiles, &acts));
+                })*
+                _ => unreachable!("at most {MAX_ROWS} rows per pass"),
+            }
+        };
+    }
+    rows!(1 2 3 4 5 6 7 8);
+}
+
+/// Calls the AVX512 kernel.
+#[allow(unsafe_code)]
+fn kernel<const M: usize>(tiles: &[Tile], acts: &[&[ActBlock]; M]) -> [[f32; TILE_ROWS]; M] {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: the kernel needs avx512f, avx512bw and avx512vnni; it is only
+    // reached through a `PackedQ8`, and `PackedQ8::new` builds one only after
+    // `PackedQ8::available` found all three on this CPU.
+    unsafe {
+        avx512::tile_rows::<M>(tiles, acts)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("PackedQ8 is only built on x86_64")
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{ActBlock, TILE_ROWS, Tile};
+    use std::arch::x86_64::*;
+
+    /// Dot products of 16 weight rows with `M` activation rows over all of
+    /// `tiles` (one tile row). Two accumulators per activation row keep
+    /// `vpdpbusd`'s latency hidden even for one row.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) fn tile_rows<const M: usize>(
+        tiles: &[Tile],
+        acts: &[&[ActBlock]; M],
+    ) -> [[f32; TILE_ROWS]; M] {
+        let mut acc = [_mm512_setzero_ps(); M];
+        for (b, tile) in tiles.iter().enumerate() {
+            let blocks: [&ActBlock; M] = std::array::from_fn(|i| &acts[i][b]);
+            let mut even = [_mm512_setzero_si512(); M];
+            let mut odd = [_mm512_setzero_si512(); M];
+            for g in (0..tile.quants.len()).step_by(2) {
+                let w0: __m512i = bytemuck::cast(tile.quants[g]);
+                let w1: __m512i = bytemuck::cast(tile.quants[g + 1]);
+                for i in 0..M {
+                    let a = blocks[i];
+                    even[i] = _mm512_dpbusd_epi32(even[i], w0, _mm512_set1_epi32(a.quants[g]));
+                    odd[i] = _mm512_dpbusd_epi32(odd[i], w1, _mm512_set1_epi32(a.quants[g + 1]));
+                }
+            }
+            let scales = _mm512_cvtph_ps(bytemuck::cast::<[u16; TILE_ROWS], __m256i>(tile.scales));
+            for i in 0..M {
+                let a = blocks[i];
+                let dot = _mm512_sub_epi32(
+                    _mm512_add_epi32(even[i], odd[i]),
+                    _mm512_set1_epi32(a.offset),
+                );
+                let scale = _mm512_mul_ps(scales, _mm512_set1_ps(a.scale));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[i]);
+            }
+        }
+        acc.map(bytemuck::cast)
+    }
+}
+
+/// IEEE half to single precision (scales only: normal, subnormal, zero).
+fn f16_to_f32(bits: u16) -> f32 {
+    let sign = ((bits >> 15) as u32) << 31;
+    let exp = (bits >> 10) & 0x1f;
+    let frac = (bits & 0x3ff) as u32;
+    let magnitude = match exp {
+        0 => frac as f32 * (1.0 / (1u32 << 24) as f32),
+        0x1f => f32::from_bits(0x7f80_0000 | (frac << 13)),
+        _ => f32::from_bits(((exp as u32 + 112) << 23) | (frac << 13)),
+    };
+    f32::from_bits(magnitude.to_bits() | sign)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    /// ggml's Q8_0 x Q8_0 arithmetic, one dot product at a time.
+    fn reference(w: &QTensor, x: &[f32], m: usize) -> Vec<f32> {
+        let (n, k) = w.shape().dims2().unwrap();
+        let data = w.data().unwrap();
+        let blocks = k / BLOCK;
+        let mut y = vec![0f32; m * n];
+        for (row, x) in x.chunks_exact(k).enumerate() {
+            let acts = quantize_row(x);
+            for col in 0..n {
+                let mut sum = 0f32;
+                for (b, a) in acts.iter().enumerate() {
+                    let at = (col * blocks + b) * Q8_0_BYTES;
+                    let block = &data[at..at + Q8_0_BYTES];
+                    let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
+                    let aq: Vec<i8> = a
+                        .quants
+                        .iter()
+                        .flat_map(|w| w.to_le_bytes())
+                        .map(|b| b as i8)
+                        .collect();
+                    let dot: i32 = block[2..]
+                        .iter()
+                        .zip(&aq)
+                        .map(|(&w, &a)| w as i8 as i32 * a as i32)
+                        .sum();
+                    sum += dot as f32 * d * a.scale;
+                }
+                y[row * n + col] = sum;
+            }
+        }
+        y
+    }
+
+    fn matrix(n: usize, k: usize, seed: u32) -> QTensor {
+        let mut state = seed;
+        let values: Vec<f32> = (0..n * k)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect();
+        let t = Tensor::from_vec(values, (n, k), &Device::Cpu).unwrap();
+        QTensor::quantize(&t, GgmlDType::Q8_0).unwrap()
+    }
+
+    fn activations(m: usize, k: usize) -> Vec<f32> {
+        (0..m * k)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0)
+            .collect()
+    }
+
+    #[test]
+    fn packed_products_equal_ggml_arithmetic_for_every_row_count() {
+        let w = matrix(48, 96, 7);
+        let Some(packed) = PackedQ8::new(&w).unwrap() else {
+            assert!(
+                !PackedQ8::available(),
+                "the kernel applies to a [48, 96] Q8_0 matrix"
+            );
+            return;
+        };
+        for m in [1, 2, 3, 7, 8, 9, 17] {
+            let x = activations(m, 96);
+            let got = packed.matmul(&x, m);
+            let want = reference(&w, &x, m);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (g - w).abs() <= 1e-4 * w.abs().max(1.0),
+                    "m={m} [{i}]: {g} vs {w}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_packed_row_dequantizes_as_candle_does() {
+        let w = matrix(32, 64, 3);
+        let Some(packed) = PackedQ8::new(&w).unwrap() else {
+            assert!(!PackedQ8::available());
+            return;
+        };
+        let dense = w
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        let mut row = vec![0f32; 64];
+        for r in [0, 15, 16, 31] {
+            packed.row(r, &mut row);
+            assert_eq!(row, dense[r]);
+        }
+    }
+
+    #[test]
+    fn shapes_that_do_not_tile_stay_with_candle() {
+        assert!(PackedQ8::new(&matrix(40, 64, 1)).unwrap().is_none());
+        let f32_matrix = QTensor::quantize(
+            &Tensor::zeros((16, 32), candle_core::DType::F32, &Device::Cpu).unwrap(),
+            GgmlDType::F32,
+        )
+        .unwrap();
+        assert!(PackedQ8::new(&f32_matrix).unwrap().is_none());
+    }
+
+    #[test]
+    fn half_floats_convert_exactly() {
+        for (bits, want) in [
+            (0x3c00u16, 1.0f32),
+            (0xc000, -2.0),
+            (0x0001, 5.960_464_5e-8),
+            (0x0000, 0.0),
+            (0x7bff, 65504.0),
+        ] {
+            assert_eq!(f16_to_f32(bits), want);
+        }
+    }
+}
