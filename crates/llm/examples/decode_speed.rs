@@ -15,17 +15,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use tidal_llm::generate::argmax;
 use tidal_llm::{CausalLm, Llama, LlamaCache, SeqStep, Tokenizer, WeightPrep};
-
-fn argmax(xs: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
 
 /// Runs `n` greedy decode steps over all `caches` at once; returns seconds.
 fn decode(

@@ -106,7 +106,8 @@ impl Sampler {
                 "cannot sample from empty logits".to_owned(),
             ));
         }
-        if logits.iter().any(|x| x.is_nan()) {
+        // A fold rather than `any` so it vectorizes (no early exit).
+        if logits.iter().fold(false, |nan, x| nan | x.is_nan()) {
             return Err(Error::InvalidInput("logits contain NaN".to_owned()));
         }
         // Below vLLM's sampling epsilon, 1/t overflows; such temperatures mean greedy.
@@ -147,14 +148,24 @@ impl Sampler {
     }
 }
 
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &x) in logits.iter().enumerate() {
-        if x > logits[best] {
-            best = i;
+/// The first position of the largest value (NaN-free input): a maximum over
+/// 16 lanes, then a search for it, both of which vectorize (a
+/// compare-and-remember loop does not, and a vocabulary is ~50-150k values
+/// per sequence per step).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = logits.chunks_exact(16);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (l, &x) in lanes.iter_mut().zip(chunk) {
+            *l = if x > *l { x } else { *l };
         }
     }
-    best as u32
+    let max = lanes
+        .iter()
+        .chain(rest)
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    logits.iter().position(|&x| x == max).unwrap_or(0) as u32
 }
 
 /// A small deterministic PRNG (SplitMix64), so seeds are reproducible
@@ -243,5 +254,36 @@ pub fn generate(model: &Opt, prompt: &[u32], params: &SamplingParams) -> Result<
             });
         }
         logits = model.forward_rows(&[vec![next]], &[vec![1]], &mut cache)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argmax_picks_the_first_maximum_anywhere_in_the_row() {
+        for len in [1, 15, 16, 17, 100, 49_152] {
+            for at in [0, len / 2, len - 1] {
+                let mut row: Vec<f32> = (0..len).map(|i| -((i % 7) as f32)).collect();
+                row[at] = 3.0;
+                assert_eq!(argmax(&row), at as u32, "len {len}, max at {at}");
+                // A later tie keeps the first, as torch.argmax does.
+                row[len - 1] = 3.0;
+                assert_eq!(argmax(&row), at as u32, "len {len}, tie after {at}");
+            }
+        }
+        assert_eq!(argmax(&[f32::NEG_INFINITY, f32::NEG_INFINITY]), 0);
+    }
+
+    #[test]
+    fn nan_logits_are_refused_wherever_they_are() {
+        let mut sampler = Sampler::new(&SamplingParams::greedy(1)).unwrap();
+        for at in [0, 16, 99] {
+            let mut row = vec![0.5f32; 100];
+            row[at] = f32::NAN;
+            assert!(sampler.sample(&row).is_err());
+        }
+        assert_eq!(sampler.sample(&[0.0, f32::INFINITY, 1.0]).unwrap(), 1);
     }
 }

@@ -274,39 +274,36 @@ impl Matrix {
         Ok(Self::Candle(QMatMul::from_qtensor(t)?))
     }
 
-    /// `x [m, in] -> [m, out]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// `x [m, k] -> [m, out]`, row-major; `k` is the matrix's input size.
+    fn forward(&self, x: &[f32], m: usize, device: &Device) -> Result<Vec<f32>> {
         match self {
-            Self::Candle(w) => Ok(w.forward(x)?),
-            Self::Packed(w) => {
-                let (m, k) = x.dims2()?;
-                if k != w.cols() {
-                    return Err(Error::InvalidInput(format!(
-                        "matrix multiply: input has {k} columns, the weights {}",
-                        w.cols()
-                    )));
-                }
-                let device = x.device();
-                let x = x.flatten_all()?.to_vec1::<f32>()?;
-                Ok(Tensor::from_vec(w.matmul(&x, m), (m, w.rows()), device)?)
+            Self::Candle(w) => {
+                let x = Tensor::from_slice(x, (m, x.len() / m.max(1)), device)?;
+                Ok(w.forward(&x)?.flatten_all()?.to_vec1::<f32>()?)
             }
+            Self::Packed(w) => Ok(w.matmul(x, m)),
         }
     }
 
-    /// Rows `ids` as floats, `[ids, in]`.
-    fn embedding(&self, ids: &[u32], device: &Device) -> Result<Tensor> {
+    /// The first `width` columns of rows `ids`, `[ids, width]` row-major.
+    fn embedding(&self, ids: &[u32], width: usize, device: &Device) -> Result<Vec<f32>> {
         match self {
             Self::Candle(w) => {
                 let ids = Tensor::from_slice(ids, ids.len(), device)?;
-                Ok(w.embedding(&ids)?)
+                let mut rows = w.embedding(&ids)?;
+                if rows.dim(1)? != width {
+                    rows = rows.narrow(1, 0, width)?;
+                }
+                Ok(rows.flatten_all()?.to_vec1::<f32>()?)
             }
             Self::Packed(w) => {
-                let k = w.cols();
-                let mut rows = vec![0f32; ids.len() * k];
-                for (&id, row) in ids.iter().zip(rows.chunks_exact_mut(k)) {
-                    w.row(id as usize, row);
+                let mut row = vec![0f32; w.cols()];
+                let mut rows = Vec::with_capacity(ids.len() * width);
+                for &id in ids {
+                    w.row(id as usize, &mut row);
+                    rows.extend_from_slice(&row[..width]);
                 }
-                Ok(Tensor::from_vec(rows, (ids.len(), k), device)?)
+                Ok(rows)
             }
         }
     }
@@ -328,21 +325,30 @@ impl Matrix {
 #[derive(Debug)]
 struct Linear {
     w: Matrix,
-    b: Option<Tensor>,
+    b: Option<Vec<f32>>,
     k_in: usize,
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let k = x.dim(1)?;
-        let y = match k < self.k_in {
-            true => self.w.forward(&x.pad_with_zeros(1, 0, self.k_in - k)?)?,
-            false => self.w.forward(x)?,
+    /// `x [m, k] -> [m, out]` for `k <= k_in` (zero-padded up to `k_in`).
+    fn forward(&self, x: &[f32], m: usize, device: &Device) -> Result<Vec<f32>> {
+        let k = x.len() / m.max(1);
+        let mut y = match k < self.k_in {
+            true => {
+                let mut padded = vec![0f32; m * self.k_in];
+                for (to, from) in padded.chunks_exact_mut(self.k_in).zip(x.chunks_exact(k)) {
+                    to[..k].copy_from_slice(from);
+                }
+                self.w.forward(&padded, m, device)?
+            }
+            false => self.w.forward(x, m, device)?,
         };
-        Ok(match &self.b {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        })
+        if let Some(b) = &self.b {
+            for row in y.chunks_exact_mut(b.len()) {
+                row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+            }
+        }
+        Ok(y)
     }
 }
 
@@ -362,10 +368,10 @@ enum GateUp {
 
 #[derive(Debug)]
 struct Block {
-    attn_norm: Tensor,
+    attn_norm: Vec<f32>,
     qkv: Qkv,
     wo: Linear,
-    ffn_norm: Tensor,
+    ffn_norm: Vec<f32>,
     gate_up: GateUp,
     down: Linear,
 }
@@ -381,7 +387,7 @@ pub struct Llama {
     /// The LM head is `embed`.
     tied: bool,
     blocks: Vec<Block>,
-    norm: Tensor,
+    norm: Vec<f32>,
     lm_head: Linear,
     /// `[context_length, head_dim / 2]` RoPE tables.
     cos: Vec<f32>,
@@ -500,7 +506,7 @@ fn linear(w: QTensor, b: Option<Tensor>, pack: bool) -> Result<Linear> {
     let k_in = w.shape().dims2()?.1;
     Ok(Linear {
         w: Matrix::new(w, pack)?,
-        b,
+        b: b.map(|b| b.to_vec1::<f32>()).transpose()?,
         k_in,
     })
 }
@@ -644,7 +650,7 @@ impl Llama {
                 k_in: embed_width,
             },
         };
-        let norm = r.dense("output_norm.weight", &[d])?;
+        let norm = r.dense("output_norm.weight", &[d])?.to_vec1::<f32>()?;
 
         let mut blocks = Vec::with_capacity(c.n_layer);
         for i in 0..c.n_layer {
@@ -679,10 +685,10 @@ impl Llama {
                 None => GateUp::Split(linear(gate, None, pack)?, linear(up, None, pack)?),
             };
             blocks.push(Block {
-                attn_norm: r.dense(&p("attn_norm.weight"), &[d])?,
+                attn_norm: r.dense(&p("attn_norm.weight"), &[d])?.to_vec1::<f32>()?,
                 qkv,
                 wo: linear(wo, r.opt_bias(&p("attn_output.bias"), d)?, pack)?,
-                ffn_norm: r.dense(&p("ffn_norm.weight"), &[d])?,
+                ffn_norm: r.dense(&p("ffn_norm.weight"), &[d])?.to_vec1::<f32>()?,
                 gate_up,
                 down: linear(down, None, pack)?,
             });
@@ -764,26 +770,35 @@ impl Llama {
             ids.extend_from_slice(s.tokens);
             last_rows.push((ids.len() - 1) as u32);
         }
-        let mut x = self.embed.embedding(&ids, &self.device)?;
-        if x.dim(1)? != c.n_embd {
-            x = x.narrow(1, 0, c.n_embd)?.contiguous()?;
-        }
+        // Activations stay in plain row-major vectors: at decode sizes
+        // (a few rows of a few hundred values) a tensor op's allocation and
+        // dispatch would cost more than its arithmetic.
+        let (d, dev) = (c.n_embd, &self.device);
+        let mut x = self.embed.embedding(&ids, d, dev)?;
+        let mut h = vec![0f32; x.len()];
         for (layer, block) in self.blocks.iter().enumerate() {
-            let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, c.rms_eps)?;
-            let mut qkv = block.qkv(&h)?.flatten_all()?.to_vec1::<f32>()?;
-            let width = block.wo.k_in;
-            let attn = self.attention(layer, &mut qkv, width, steps);
-            let attn = Tensor::from_vec(attn, (total, width), &self.device)?;
-            x = (x + block.wo.forward(&attn)?)?;
-            let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, c.rms_eps)?;
-            x = (x + block.mlp(&h, c.n_ff)?)?;
+            rms_norm(&x, &block.attn_norm, c.rms_eps, &mut h);
+            let mut qkv = block.qkv(&h, total, dev)?;
+            let attn = self.attention(layer, &mut qkv, block.wo.k_in, steps);
+            add_to(&mut x, &block.wo.forward(&attn, total, dev)?);
+            rms_norm(&x, &block.ffn_norm, c.rms_eps, &mut h);
+            add_to(&mut x, &block.mlp(&h, total, c.n_ff, dev)?);
         }
-        if total != steps.len() {
-            let rows = Tensor::from_vec(last_rows, steps.len(), &self.device)?;
-            x = x.index_select(&rows, 0)?;
-        }
-        let x = candle_nn::ops::rms_norm(&x, &self.norm, c.rms_eps)?;
-        Ok(self.lm_head.forward(&x)?.to_vec2::<f32>()?)
+        let last: Vec<f32> = match total == steps.len() {
+            true => x,
+            false => last_rows
+                .iter()
+                .flat_map(|&r| &x[r as usize * d..][..d])
+                .copied()
+                .collect(),
+        };
+        let mut h = vec![0f32; last.len()];
+        rms_norm(&last, &self.norm, c.rms_eps, &mut h);
+        let logits = self.lm_head.forward(&h, steps.len(), dev)?;
+        Ok(logits
+            .chunks_exact(c.vocab_size)
+            .map(<[f32]>::to_vec)
+            .collect())
     }
 
     /// Rejects a step before any cache is touched.
@@ -1066,7 +1081,7 @@ fn attend_group(
     for head in scores.chunks_exact_mut(padded) {
         let head = &mut head[..rows];
         let max = head.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        head.iter_mut().for_each(|s| *s = exp_nonpositive(*s - max));
+        head.iter_mut().for_each(|s| *s = exp_approx(*s - max));
         let inv = 1.0 / head.iter().sum::<f32>();
         head.iter_mut().for_each(|s| *s *= inv);
     }
@@ -1127,17 +1142,22 @@ fn weighted_values<const G: usize>(
     acc
 }
 
-/// `e^x` for `x <= 0` (softmax after subtracting the maximum), within 2 ulp
-/// of `f32::exp`, in plain arithmetic so a loop of it vectorizes (`expf`
-/// is a library call per value). Inputs below -87.3 count as -87.3
-/// (`e^-87.3` is about 1e-38: nothing next to the maximum's 1).
-fn exp_nonpositive(x: f32) -> f32 {
+/// `e^x` within 2 ulp of `f32::exp`, in plain arithmetic so a loop of it
+/// vectorizes (`expf` is a library call per value). Inputs are clamped to
+/// [-87.3, 88.3], where the result stays a normal float: below, `e^x` is
+/// under 1e-38 (nothing next to a softmax maximum's 1, or to silu's 1).
+fn exp_approx(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that n * LN2_HI is exact for the n that occur.
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
-    let x = x.max(-87.3);
-    let n = (x * LOG2_E).round();
+    // 1.5 * 2^23: adding it rounds to an integer held in the low mantissa
+    // bits (float-to-int casts saturate and would not vectorize).
+    const SHIFT: f32 = 12_582_912.0;
+    let x = if x < -87.3 { -87.3 } else { x };
+    let x = if x > 88.3 { 88.3 } else { x };
+    let shifted = x.mul_add(LOG2_E, SHIFT);
+    let n = shifted - SHIFT;
     let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
     // e^r on [-ln2/2, ln2/2]: Cephes' expf polynomial.
     let p = 1.987_569_1e-4f32
@@ -1147,8 +1167,9 @@ fn exp_nonpositive(x: f32) -> f32 {
         .mul_add(r, 0.166_666_66)
         .mul_add(r, 0.5);
     let er = p.mul_add(r * r, r) + 1.0;
-    // 2^n through the exponent bits; n >= -126 here.
-    f32::from_bits(((n as i32 + 127) as u32) << 23) * er
+    // 2^n through the exponent bits; -126 <= n <= 127 here.
+    let n = (shifted.to_bits() as i32).wrapping_sub(SHIFT.to_bits() as i32);
+    f32::from_bits(((n + 127) as u32) << 23) * er
 }
 
 /// One query head's scores against one transposed key block (`[head_dim,
@@ -1177,24 +1198,78 @@ fn block_scores(q: &[f32], block: &[f32]) -> [f32; KEY_BLOCK] {
 }
 
 impl Block {
-    /// Q, K and V of each row, `[rows, (n_head + 2 * n_kv_head) * head_dim]`.
-    fn qkv(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(match &self.qkv {
-            Qkv::Fused(w) => w.forward(x)?,
-            Qkv::Split(q, k, v) => Tensor::cat(&[q.forward(x)?, k.forward(x)?, v.forward(x)?], 1)?,
-        })
+    /// Q, K and V of each of `m` rows, `[m, (n_head + 2 * n_kv_head) * head_dim]`.
+    fn qkv(&self, x: &[f32], m: usize, dev: &Device) -> Result<Vec<f32>> {
+        match &self.qkv {
+            Qkv::Fused(w) => w.forward(x, m, dev),
+            Qkv::Split(q, k, v) => {
+                let parts = [
+                    q.forward(x, m, dev)?,
+                    k.forward(x, m, dev)?,
+                    v.forward(x, m, dev)?,
+                ];
+                let widths = parts.each_ref().map(|p| p.len() / m.max(1));
+                let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+                for row in 0..m {
+                    for (p, &w) in parts.iter().zip(&widths) {
+                        out.extend_from_slice(&p[row * w..][..w]);
+                    }
+                }
+                Ok(out)
+            }
+        }
     }
 
-    fn mlp(&self, x: &Tensor, n_ff: usize) -> Result<Tensor> {
-        let h = match &self.gate_up {
-            GateUp::Fused(w) => {
-                let y = w.forward(x)?;
-                (candle_nn::ops::silu(&y.narrow(1, 0, n_ff)?)? * y.narrow(1, n_ff, n_ff)?)?
+    fn mlp(&self, x: &[f32], m: usize, n_ff: usize, dev: &Device) -> Result<Vec<f32>> {
+        let mut h = vec![0f32; m * n_ff];
+        let gated = |h: &mut [f32], gate: &[f32], up: &[f32]| {
+            for ((h, &g), &u) in h.iter_mut().zip(gate).zip(up) {
+                *h = silu(g) * u;
             }
-            GateUp::Split(g, u) => (candle_nn::ops::silu(&g.forward(x)?)? * u.forward(x)?)?,
         };
-        self.down.forward(&h)
+        match &self.gate_up {
+            GateUp::Fused(w) => {
+                let y = w.forward(x, m, dev)?;
+                for (h, row) in h.chunks_exact_mut(n_ff).zip(y.chunks_exact(2 * n_ff)) {
+                    let (gate, up) = row.split_at(n_ff);
+                    gated(h, gate, up);
+                }
+            }
+            GateUp::Split(g, u) => gated(&mut h, &g.forward(x, m, dev)?, &u.forward(x, m, dev)?),
+        }
+        self.down.forward(&h, m, dev)
     }
+}
+
+/// `out = x / rms(x) * weight` per row (rows as long as `weight`).
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let d = weight.len();
+    for (x, out) in x.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        // Sixteen partial sums, so the loop vectorizes.
+        let mut lanes = [0f32; 16];
+        let chunks = x.chunks_exact(16);
+        let rest: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+        for chunk in chunks {
+            for (l, &v) in lanes.iter_mut().zip(chunk) {
+                *l = v.mul_add(v, *l);
+            }
+        }
+        let mean_square = (lanes.iter().sum::<f32>() + rest) / d as f32;
+        let scale = 1.0 / (mean_square + eps).sqrt();
+        for ((o, &v), &w) in out.iter_mut().zip(x).zip(weight) {
+            *o = v * scale * w;
+        }
+    }
+}
+
+/// `x += y`, elementwise.
+fn add_to(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+}
+
+/// `x * sigmoid(x)`, vectorizable (see [`exp_approx`]).
+fn silu(x: f32) -> f32 {
+    x / (1.0 + exp_approx(-x))
 }
 
 impl CausalLm for Llama {
@@ -1343,16 +1418,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exp_nonpositive_is_within_two_ulp_of_expf() {
-        let mut x = 0f32;
+    fn exp_approx_is_within_two_ulp_of_expf() {
+        let mut x = 88.0f32;
         while x > -87.0 {
-            let (got, want) = (exp_nonpositive(x), x.exp());
+            let (got, want) = (exp_approx(x), x.exp());
             let ulp = (got.to_bits() as i64 - want.to_bits() as i64).abs();
             assert!(ulp <= 2, "e^{x}: {got} vs {want} ({ulp} ulp)");
             x -= 0.0137;
         }
-        assert_eq!(exp_nonpositive(0.0), 1.0);
-        assert!(exp_nonpositive(-1000.0) < 1e-37);
+        assert_eq!(exp_approx(0.0), 1.0);
+        assert!(exp_approx(-1000.0) < 1e-37);
+        assert!(exp_approx(1000.0).is_finite());
+        assert!(silu(-1000.0).abs() < 1e-30);
+        assert_eq!(silu(1000.0), 1000.0);
     }
 
     /// Softmax attention written out plainly, in f64.

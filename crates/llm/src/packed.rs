@@ -49,8 +49,7 @@ struct Tile {
 /// One activation row's block of 32, quantized like a Q8_0 block.
 #[derive(Clone, Copy, Default)]
 struct ActBlock {
-    /// The 32 quantized values, four little-endian bytes per word.
-    quants: [i32; BLOCK / 4],
+    quants: [i8; BLOCK],
     scale: f32,
     /// 128 times the sum of the quantized values: what the weights' +128
     /// offset adds to each dot product.
@@ -124,11 +123,6 @@ impl PackedQ8 {
         Ok(Some(Self { n, k, tiles }))
     }
 
-    /// Output size.
-    pub(crate) fn rows(&self) -> usize {
-        self.n
-    }
-
     /// Input size.
     pub(crate) fn cols(&self) -> usize {
         self.k
@@ -172,9 +166,10 @@ impl PackedQ8 {
             let mut guard = part.lock().unwrap_or_else(|e| e.into_inner());
             let (first, out) = &mut *guard;
             for (i, out) in out.chunks_exact_mut(m).enumerate() {
-                let tiles = &self.tiles[(*first + i) * blocks..][..blocks];
+                // This tile row and, for prefetching, the ones after it.
+                let tiles = &self.tiles[(*first + i) * blocks..];
                 for (acts, out) in acts.chunks(MAX_ROWS).zip(out.chunks_mut(MAX_ROWS)) {
-                    tile_times_rows(tiles, acts, out);
+                    tile_times_rows(tiles, blocks, acts, out);
                 }
             }
         };
@@ -199,37 +194,59 @@ impl PackedQ8 {
 /// row the outputs of every activation row.
 type Part<'a> = (usize, &'a mut [[f32; TILE_ROWS]]);
 
+/// 1.5 * 2^23: floats from 2^23 to 2^24 are spaced exactly 1 apart.
+const ROUNDING_SHIFT: f32 = 12_582_912.0;
+
 /// Quantizes one activation row per 32 values as ggml's `quantize_row_q8_0`.
 fn quantize_row(x: &[f32]) -> Vec<ActBlock> {
-    x.chunks_exact(BLOCK)
-        .map(|x| {
-            let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let scale = amax / 127.0;
-            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut block = ActBlock {
-                scale,
-                ..ActBlock::default()
-            };
-            let mut sum = 0i32;
-            for (word, x) in block.quants.iter_mut().zip(x.chunks_exact(4)) {
-                let q = [0, 1, 2, 3].map(|j| (x[j] * inv).round() as i8);
-                sum += q.iter().map(|&q| q as i32).sum::<i32>();
-                *word = i32::from_le_bytes(q.map(|q| q as u8));
+    let mut blocks = vec![ActBlock::default(); x.len() / BLOCK];
+    for (block, x) in blocks.iter_mut().zip(x.chunks_exact(BLOCK)) {
+        let x: &[f32; BLOCK] = x.try_into().expect("a block");
+        // Written lane-wise so that it vectorizes (a float max fold does not).
+        let mut lanes = [0f32; 16];
+        for half in x.chunks_exact(16) {
+            for (m, &v) in lanes.iter_mut().zip(half) {
+                let a = v.abs();
+                *m = if a > *m { a } else { *m };
             }
-            block.offset = 128 * sum;
-            block
-        })
-        .collect()
+        }
+        let mut width = lanes.len() / 2;
+        while width > 0 {
+            for i in 0..width {
+                let other = lanes[i + width];
+                lanes[i] = if other > lanes[i] { other } else { lanes[i] };
+            }
+            width /= 2;
+        }
+        let amax = lanes[0];
+        block.scale = amax / 127.0;
+        let inv = if amax > 0.0 { 1.0 / block.scale } else { 0.0 };
+        // |v * inv| <= 127: adding 1.5 * 2^23 leaves the value rounded to
+        // an integer (ties to even, as ggml's SIMD quantizers round) in the
+        // low mantissa bits, which vectorizes where a float-to-int cast does not.
+        for (q, &v) in block.quants.iter_mut().zip(x) {
+            let shifted = v.mul_add(inv, ROUNDING_SHIFT);
+            *q = (shifted.to_bits() as i32).wrapping_sub(ROUNDING_SHIFT.to_bits() as i32) as i8;
+        }
+        block.offset = 128 * block.quants.iter().map(|&q| i32::from(q)).sum::<i32>();
+    }
+    blocks
 }
 
-/// One tile row's outputs for up to [`MAX_ROWS`] activation rows.
-fn tile_times_rows(tiles: &[Tile], acts: &[Vec<ActBlock>], out: &mut [[f32; TILE_ROWS]]) {
+/// One tile row's outputs (the first `blocks` of `tiles`) for up to
+/// [`MAX_ROWS`] activation rows.
+fn tile_times_rows(
+    tiles: &[Tile],
+    blocks: usize,
+    acts: &[Vec<ActBlock>],
+    out: &mut [[f32; TILE_ROWS]],
+) {
     macro_rules! rows {
         ($($m:literal)*) => {
             match acts.len() {
                 $($m => {
                     let acts: [&[ActBlock]; $m] = std::array::from_fn(|i| acts[i].as_slice());
-                    out.copy_from_slice(&kernel::<$m>(tiles, &acts));
+                    out.copy_from_slice(&kernel::<$m>(tiles, blocks, &acts));
                 })*
                 _ => unreachable!("at most {MAX_ROWS} rows per pass"),
             }
@@ -240,13 +257,17 @@ fn tile_times_rows(tiles: &[Tile], acts: &[Vec<ActBlock>], out: &mut [[f32; TILE
 
 /// Calls the AVX512 kernel.
 #[allow(unsafe_code)]
-fn kernel<const M: usize>(tiles: &[Tile], acts: &[&[ActBlock]; M]) -> [[f32; TILE_ROWS]; M] {
+fn kernel<const M: usize>(
+    tiles: &[Tile],
+    blocks: usize,
+    acts: &[&[ActBlock]; M],
+) -> [[f32; TILE_ROWS]; M] {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the kernel needs avx512f, avx512bw and avx512vnni; it is only
     // reached through a `PackedQ8`, and `PackedQ8::new` builds one only after
     // `PackedQ8::available` found all three on this CPU.
     unsafe {
-        avx512::tile_rows::<M>(tiles, acts)
+        avx512::tile_rows::<M>(tiles, blocks, acts)
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("PackedQ8 is only built on x86_64")
@@ -255,18 +276,30 @@ fn kernel<const M: usize>(tiles: &[Tile], acts: &[&[ActBlock]; M]) -> [[f32; TIL
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use super::{ActBlock, TILE_ROWS, Tile};
+
+    /// How far ahead weights are prefetched: about 4 KiB.
+    const PREFETCH_TILES: usize = 8;
     use std::arch::x86_64::*;
 
     /// Dot products of 16 weight rows with `M` activation rows over all of
-    /// `tiles` (one tile row). Two accumulators per activation row keep
-    /// `vpdpbusd`'s latency hidden even for one row.
+    /// the first `blocks` of `tiles` (one tile row). Two accumulators per
+    /// activation row keep `vpdpbusd`'s latency hidden even for one row.
+    /// Tiles a few ahead, this row's or the next's, are prefetched: with
+    /// eight rows the multiply-adds fill the out-of-order window and the
+    /// hardware alone keeps too few weight loads in flight.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     pub(super) fn tile_rows<const M: usize>(
         tiles: &[Tile],
+        blocks: usize,
         acts: &[&[ActBlock]; M],
     ) -> [[f32; TILE_ROWS]; M] {
         let mut acc = [_mm512_setzero_ps(); M];
-        for (b, tile) in tiles.iter().enumerate() {
+        for (b, tile) in tiles[..blocks].iter().enumerate() {
+            if let Some(ahead) = tiles.get(b + PREFETCH_TILES) {
+                for line in bytemuck::bytes_of(ahead).chunks(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+                }
+            }
             let blocks: [&ActBlock; M] = std::array::from_fn(|i| &acts[i][b]);
             let mut even = [_mm512_setzero_si512(); M];
             let mut odd = [_mm512_setzero_si512(); M];
@@ -274,9 +307,10 @@ mod avx512 {
                 let w0: __m512i = bytemuck::cast(tile.quants[g]);
                 let w1: __m512i = bytemuck::cast(tile.quants[g + 1]);
                 for i in 0..M {
-                    let a = blocks[i];
-                    even[i] = _mm512_dpbusd_epi32(even[i], w0, _mm512_set1_epi32(a.quants[g]));
-                    odd[i] = _mm512_dpbusd_epi32(odd[i], w1, _mm512_set1_epi32(a.quants[g + 1]));
+                    let a = &blocks[i].quants;
+                    let (a0, a1) = (word(a, g), word(a, g + 1));
+                    even[i] = _mm512_dpbusd_epi32(even[i], w0, _mm512_set1_epi32(a0));
+                    odd[i] = _mm512_dpbusd_epi32(odd[i], w1, _mm512_set1_epi32(a1));
                 }
             }
             let scales = _mm512_cvtph_ps(bytemuck::cast::<[u16; TILE_ROWS], __m256i>(tile.scales));
@@ -291,6 +325,13 @@ mod avx512 {
             }
         }
         acc.map(bytemuck::cast)
+    }
+
+    /// Quantized activations `4 g .. 4 g + 4` as one little-endian word.
+    #[inline(always)]
+    fn word(quants: &[i8; 32], g: usize) -> i32 {
+        let bytes: [i8; 4] = quants[4 * g..4 * g + 4].try_into().expect("4 bytes");
+        i32::from_le_bytes(bytes.map(|b| b as u8))
     }
 }
 
@@ -326,15 +367,9 @@ mod tests {
                     let at = (col * blocks + b) * Q8_0_BYTES;
                     let block = &data[at..at + Q8_0_BYTES];
                     let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
-                    let aq: Vec<i8> = a
-                        .quants
-                        .iter()
-                        .flat_map(|w| w.to_le_bytes())
-                        .map(|b| b as i8)
-                        .collect();
                     let dot: i32 = block[2..]
                         .iter()
-                        .zip(&aq)
+                        .zip(&a.quants)
                         .map(|(&w, &a)| w as i8 as i32 * a as i32)
                         .sum();
                     sum += dot as f32 * d * a.scale;
