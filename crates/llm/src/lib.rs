@@ -51,6 +51,7 @@
 //!
 //! [candle]: https://github.com/huggingface/candle
 
+mod avx512;
 pub mod chat;
 pub mod engine;
 pub mod error;

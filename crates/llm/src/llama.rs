@@ -55,6 +55,7 @@ use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
+use crate::avx512::Avx512;
 use crate::error::{Error, Result};
 use crate::gguf::{self, GgufInfo, meta_opt_f32, meta_opt_usize, meta_str, meta_usize};
 use crate::lm::{CausalLm, SeqStep};
@@ -215,7 +216,7 @@ impl Prep {
         Self {
             prep,
             vnni,
-            packed: PackedQ8::available(),
+            packed: Avx512::detect().is_some(),
         }
     }
 
@@ -393,6 +394,8 @@ pub struct Llama {
     cos: Vec<f32>,
     sin: Vec<f32>,
     device: Device,
+    /// AVX512 attention kernels, when the CPU has them.
+    simd: Option<Avx512>,
 }
 
 /// Where tensors come from.
@@ -706,6 +709,7 @@ impl Llama {
             cos,
             sin,
             device,
+            simd: Avx512::detect(),
         })
     }
 
@@ -977,7 +981,7 @@ impl Llama {
                     rows: visible,
                     head_dim: hd,
                 };
-                attend_group(q, keys, &values[..visible * hd], at, scores, o);
+                attend_group(self.simd, q, keys, &values[..visible * hd], at, scores, o);
             }
         };
         if work < PARALLEL_ATTENTION_WORK {
@@ -1055,6 +1059,7 @@ struct Visible {
 /// score's summation order is fixed by `head_dim` alone: a query gets
 /// bit-identical results however many positions or queries a step has.
 fn attend_group(
+    simd: Option<Avx512>,
     q: &[f32],
     keys: &[f32],
     values: &[f32],
@@ -1075,7 +1080,10 @@ fn attend_group(
             let s: &mut [f32; KEY_BLOCK] = (&mut s[b * KEY_BLOCK..][..KEY_BLOCK])
                 .try_into()
                 .expect("a block of scores");
-            *s = block_scores(qh, block);
+            *s = match simd {
+                Some(simd) => simd.block_scores(qh, block),
+                None => block_scores(qh, block),
+            };
         }
     }
     for head in scores.chunks_exact_mut(padded) {
@@ -1097,19 +1105,25 @@ fn attend_group(
         }
         return;
     }
-    // Per 16 dimensions, up to eight heads' sums stay in registers while
-    // the values stream past once.
+    // The heads' sums for a slice of the dimensions stay in registers
+    // while the values stream past: 64 dimensions at a time for up to four
+    // heads (a 256-byte value row read whole, once), else 16.
     let mut outs: Vec<&mut [f32]> = out.chunks_exact_mut(hd).collect();
     for (weights, outs) in heads.chunks(8).zip(outs.chunks_mut(8)) {
         macro_rules! weigh {
-            ($($g:literal)*) => {
-                match weights.len() {
-                    $($g => {
+            ($(($g:literal, $w:literal, $v:literal)),*) => {
+                match (weights.len(), hd % 64 == 0 && weights.len() <= 4) {
+                    $(($g, wide) if wide == ($w == 64) => {
                         let w: [&[f32]; $g] = std::array::from_fn(|r| weights[r]);
-                        for c in (0..hd).step_by(KEY_BLOCK) {
-                            let sums = weighted_values::<$g>(&w, values, hd, c);
+                        for c in (0..hd).step_by($w) {
+                            let sums = match simd {
+                                Some(simd) => simd
+                                    .weighted_values::<$g, $v>(&w, values, hd, c)
+                                    .map(|s| *s.as_flattened().first_chunk::<$w>().expect("W")),
+                                None => weighted_values::<$g, $w>(&w, values, hd, c),
+                            };
                             for (o, sum) in outs.iter_mut().zip(sums) {
-                                o[c..c + KEY_BLOCK].copy_from_slice(&sum);
+                                o[c..c + $w].copy_from_slice(&sum);
                             }
                         }
                     })*
@@ -1117,21 +1131,34 @@ fn attend_group(
                 }
             };
         }
-        weigh!(1 2 3 4 5 6 7 8);
+        weigh!(
+            (1, 64, 4),
+            (2, 64, 4),
+            (3, 64, 4),
+            (4, 64, 4),
+            (1, 16, 1),
+            (2, 16, 1),
+            (3, 16, 1),
+            (4, 16, 1),
+            (5, 16, 1),
+            (6, 16, 1),
+            (7, 16, 1),
+            (8, 16, 1)
+        );
     }
 }
 
-/// `sum_j w[r][j] * values[j][c..c + 16]` for `G` heads, summed in `j` order.
-fn weighted_values<const G: usize>(
+/// `sum_j w[r][j] * values[j][c..c + W]` for `G` heads, summed in `j` order.
+fn weighted_values<const G: usize, const W: usize>(
     w: &[&[f32]; G],
     values: &[f32],
     hd: usize,
     c: usize,
-) -> [[f32; KEY_BLOCK]; G] {
-    let mut acc = [[0f32; KEY_BLOCK]; G];
+) -> [[f32; W]; G] {
+    let mut acc = [[0f32; W]; G];
     let rows = w[0].len();
     for (j, v) in values.chunks_exact(hd).take(rows).enumerate() {
-        let v: &[f32; KEY_BLOCK] = v[c..c + KEY_BLOCK].try_into().expect("16 values");
+        let v: &[f32; W] = v[c..c + W].try_into().expect("W values");
         for (acc, w) in acc.iter_mut().zip(w) {
             let w = w[j];
             for (a, &x) in acc.iter_mut().zip(v) {
@@ -1488,13 +1515,24 @@ mod tests {
             let q: Vec<f32> = (0..heads * hd).map(|i| value(11 + i) * 0.3).collect();
             let mut out = vec![0f32; heads * hd];
             let at = Visible { rows, head_dim: hd };
-            attend_group(&q, &blocked, &flat_values, at, &mut Vec::new(), &mut out);
             let want = naive(&q, &keys, &values, hd);
-            for (i, (g, w)) in out.iter().zip(&want).enumerate() {
-                assert!(
-                    (g - w).abs() < 1e-5,
-                    "hd {hd}, {heads} heads, {rows} rows, [{i}]: {g} vs {w}"
+            // The portable loops, and the AVX512 kernels where the CPU has them.
+            for simd in [None, Avx512::detect()] {
+                attend_group(
+                    simd,
+                    &q,
+                    &blocked,
+                    &flat_values,
+                    at,
+                    &mut Vec::new(),
+                    &mut out,
                 );
+                for (i, (g, w)) in out.iter().zip(&want).enumerate() {
+                    assert!(
+                        (g - w).abs() < 1e-5,
+                        "{simd:?}: hd {hd}, {heads} heads, {rows} rows, [{i}]: {g} vs {w}"
+                    );
+                }
             }
         }
     }

@@ -15,20 +15,18 @@
 //! inputs. A tile holds the 16 rows' scales and their quantized weights
 //! offset by +128 (`vpdpbusd` multiplies unsigned by signed bytes), stored
 //! so that one 64-byte load gives four consecutive inputs of all 16 rows.
-//! The offset is taken back out with each activation block's sum.
-//!
-//! The only `unsafe` in the workspace is the call into the
-//! `#[target_feature]` kernel, made only by a [`PackedQ8`], which can only be
-//! built on a CPU that has the features.
+//! The offset is taken back out with each activation block's sum. The
+//! kernel itself is in [`crate::avx512`].
 
 use bytemuck::{Pod, Zeroable};
 use candle_core::quantized::{GgmlDType, QTensor};
 use std::sync::Mutex;
 
+use crate::avx512::Avx512;
 use crate::error::{Error, Result};
 
 /// Output rows per tile.
-const TILE_ROWS: usize = 16;
+pub(crate) const TILE_ROWS: usize = 16;
 /// Inputs per block (Q8_0's block).
 const BLOCK: usize = 32;
 /// Activation rows multiplied per pass over a tile.
@@ -39,21 +37,21 @@ const Q8_0_BYTES: usize = 2 + BLOCK;
 /// 16 rows by 32 inputs of a Q8_0 matrix.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
-struct Tile {
+pub(crate) struct Tile {
     /// The rows' scales, f16 bits.
-    scales: [u16; TILE_ROWS],
+    pub(crate) scales: [u16; TILE_ROWS],
     /// `quants[g][4 * r + j]` = weight `(r, 4 * g + j)` + 128.
-    quants: [[u8; 4 * TILE_ROWS]; BLOCK / 4],
+    pub(crate) quants: [[u8; 4 * TILE_ROWS]; BLOCK / 4],
 }
 
 /// One activation row's block of 32, quantized like a Q8_0 block.
 #[derive(Clone, Copy, Default)]
-struct ActBlock {
-    quants: [i8; BLOCK],
-    scale: f32,
+pub(crate) struct ActBlock {
+    pub(crate) quants: [i8; BLOCK],
+    pub(crate) scale: f32,
     /// 128 times the sum of the quantized values: what the weights' +128
     /// offset adds to each dot product.
-    offset: i32,
+    pub(crate) offset: i32,
 }
 
 /// A `[n, k]` Q8_0 matrix in [`Tile`]s, tile-row major: the `k / 32` tiles
@@ -63,6 +61,7 @@ pub(crate) struct PackedQ8 {
     n: usize,
     k: usize,
     tiles: Vec<Tile>,
+    simd: Avx512,
 }
 
 impl std::fmt::Debug for Tile {
@@ -72,32 +71,18 @@ impl std::fmt::Debug for Tile {
 }
 
 impl PackedQ8 {
-    /// Whether this CPU runs the kernel.
-    pub(crate) fn available() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            is_x86_feature_detected!("avx512f")
-                && is_x86_feature_detected!("avx512bw")
-                && is_x86_feature_detected!("avx512vnni")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        false
-    }
-
     /// Repacks a Q8_0 matrix; `None` where the kernel does not apply (another
     /// CPU, another type, or a shape that does not tile).
     pub(crate) fn new(t: &QTensor) -> Result<Option<Self>> {
         let Ok((n, k)) = t.shape().dims2() else {
             return Ok(None);
         };
-        if t.dtype() != GgmlDType::Q8_0
-            || n % TILE_ROWS != 0
-            || k % BLOCK != 0
-            || k == 0
-            || !Self::available()
-        {
+        if t.dtype() != GgmlDType::Q8_0 || n % TILE_ROWS != 0 || k % BLOCK != 0 || k == 0 {
             return Ok(None);
         }
+        let Some(simd) = Avx512::detect() else {
+            return Ok(None);
+        };
         let data = t.data()?;
         let blocks = k / BLOCK;
         if data.len() != n * blocks * Q8_0_BYTES {
@@ -120,7 +105,7 @@ impl PackedQ8 {
                 }
             }
         }
-        Ok(Some(Self { n, k, tiles }))
+        Ok(Some(Self { n, k, tiles, simd }))
     }
 
     /// Input size.
@@ -169,7 +154,7 @@ impl PackedQ8 {
                 // This tile row and, for prefetching, the ones after it.
                 let tiles = &self.tiles[(*first + i) * blocks..];
                 for (acts, out) in acts.chunks(MAX_ROWS).zip(out.chunks_mut(MAX_ROWS)) {
-                    tile_times_rows(tiles, blocks, acts, out);
+                    tile_times_rows(self.simd, tiles, blocks, acts, out);
                 }
             }
         };
@@ -180,10 +165,14 @@ impl PackedQ8 {
                 .execute_chunked(parts.len(), |range| parts[range].iter().for_each(run));
         }
         drop(parts);
-        let mut y = vec![0f32; m * n];
-        for (t, rows) in results.chunks_exact(m).enumerate() {
-            for (row, r) in rows.iter().enumerate() {
-                y[row * n + t * TILE_ROWS..][..TILE_ROWS].copy_from_slice(r);
+        // One activation row's results are already in row order.
+        if m == 1 {
+            return results.into_flattened();
+        }
+        let mut y = Vec::with_capacity(m * n);
+        for row in 0..m {
+            for tile_row in results.chunks_exact(m) {
+                y.extend_from_slice(&tile_row[row]);
             }
         }
         y
@@ -236,6 +225,7 @@ fn quantize_row(x: &[f32]) -> Vec<ActBlock> {
 /// One tile row's outputs (the first `blocks` of `tiles`) for up to
 /// [`MAX_ROWS`] activation rows.
 fn tile_times_rows(
+    simd: Avx512,
     tiles: &[Tile],
     blocks: usize,
     acts: &[Vec<ActBlock>],
@@ -246,93 +236,13 @@ fn tile_times_rows(
             match acts.len() {
                 $($m => {
                     let acts: [&[ActBlock]; $m] = std::array::from_fn(|i| acts[i].as_slice());
-                    out.copy_from_slice(&kernel::<$m>(tiles, blocks, &acts));
+                    out.copy_from_slice(&simd.q8_tile_rows::<$m>(tiles, blocks, &acts));
                 })*
                 _ => unreachable!("at most {MAX_ROWS} rows per pass"),
             }
         };
     }
     rows!(1 2 3 4 5 6 7 8);
-}
-
-/// Calls the AVX512 kernel.
-#[allow(unsafe_code)]
-fn kernel<const M: usize>(
-    tiles: &[Tile],
-    blocks: usize,
-    acts: &[&[ActBlock]; M],
-) -> [[f32; TILE_ROWS]; M] {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: the kernel needs avx512f, avx512bw and avx512vnni; it is only
-    // reached through a `PackedQ8`, and `PackedQ8::new` builds one only after
-    // `PackedQ8::available` found all three on this CPU.
-    unsafe {
-        avx512::tile_rows::<M>(tiles, blocks, acts)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("PackedQ8 is only built on x86_64")
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::{ActBlock, TILE_ROWS, Tile};
-
-    /// How far ahead weights are prefetched: about 4 KiB.
-    const PREFETCH_TILES: usize = 8;
-    use std::arch::x86_64::*;
-
-    /// Dot products of 16 weight rows with `M` activation rows over all of
-    /// the first `blocks` of `tiles` (one tile row). Two accumulators per
-    /// activation row keep `vpdpbusd`'s latency hidden even for one row.
-    /// Tiles a few ahead, this row's or the next's, are prefetched: with
-    /// eight rows the multiply-adds fill the out-of-order window and the
-    /// hardware alone keeps too few weight loads in flight.
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) fn tile_rows<const M: usize>(
-        tiles: &[Tile],
-        blocks: usize,
-        acts: &[&[ActBlock]; M],
-    ) -> [[f32; TILE_ROWS]; M] {
-        let mut acc = [_mm512_setzero_ps(); M];
-        for (b, tile) in tiles[..blocks].iter().enumerate() {
-            if let Some(ahead) = tiles.get(b + PREFETCH_TILES) {
-                for line in bytemuck::bytes_of(ahead).chunks(64) {
-                    _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
-                }
-            }
-            let blocks: [&ActBlock; M] = std::array::from_fn(|i| &acts[i][b]);
-            let mut even = [_mm512_setzero_si512(); M];
-            let mut odd = [_mm512_setzero_si512(); M];
-            for g in (0..tile.quants.len()).step_by(2) {
-                let w0: __m512i = bytemuck::cast(tile.quants[g]);
-                let w1: __m512i = bytemuck::cast(tile.quants[g + 1]);
-                for i in 0..M {
-                    let a = &blocks[i].quants;
-                    let (a0, a1) = (word(a, g), word(a, g + 1));
-                    even[i] = _mm512_dpbusd_epi32(even[i], w0, _mm512_set1_epi32(a0));
-                    odd[i] = _mm512_dpbusd_epi32(odd[i], w1, _mm512_set1_epi32(a1));
-                }
-            }
-            let scales = _mm512_cvtph_ps(bytemuck::cast::<[u16; TILE_ROWS], __m256i>(tile.scales));
-            for i in 0..M {
-                let a = blocks[i];
-                let dot = _mm512_sub_epi32(
-                    _mm512_add_epi32(even[i], odd[i]),
-                    _mm512_set1_epi32(a.offset),
-                );
-                let scale = _mm512_mul_ps(scales, _mm512_set1_ps(a.scale));
-                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[i]);
-            }
-        }
-        acc.map(bytemuck::cast)
-    }
-
-    /// Quantized activations `4 g .. 4 g + 4` as one little-endian word.
-    #[inline(always)]
-    fn word(quants: &[i8; 32], g: usize) -> i32 {
-        let bytes: [i8; 4] = quants[4 * g..4 * g + 4].try_into().expect("4 bytes");
-        i32::from_le_bytes(bytes.map(|b| b as u8))
-    }
 }
 
 /// IEEE half to single precision (scales only: normal, subnormal, zero).
@@ -403,7 +313,7 @@ mod tests {
         let w = matrix(48, 96, 7);
         let Some(packed) = PackedQ8::new(&w).unwrap() else {
             assert!(
-                !PackedQ8::available(),
+                Avx512::detect().is_none(),
                 "the kernel applies to a [48, 96] Q8_0 matrix"
             );
             return;
@@ -425,7 +335,7 @@ mod tests {
     fn a_packed_row_dequantizes_as_candle_does() {
         let w = matrix(32, 64, 3);
         let Some(packed) = PackedQ8::new(&w).unwrap() else {
-            assert!(!PackedQ8::available());
+            assert!(Avx512::detect().is_none());
             return;
         };
         let dense = w

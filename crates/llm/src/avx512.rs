@@ -1,0 +1,197 @@
+//! The AVX512 kernels: Q8_0 matrix tiles (see [`crate::packed`]) and the
+//! two inner loops of attention.
+//!
+//! They are written with `std::arch` intrinsics because the compiler's own
+//! vectorization of the portable loops stops at 256-bit registers on these
+//! CPUs and does not emit `vpdpbusd`. Their bodies are safe Rust (the
+//! intrinsics are safe inside `#[target_feature]` functions; loads go
+//! through `bytemuck`); entering them is not, since nothing stops a caller
+//! on a CPU without the features. Hence [`Avx512`]: a value of it can only
+//! be had from [`Avx512::detect`], which asks the CPU, so holding one proves
+//! the features are there. Its methods hold the workspace's only `unsafe`
+//! blocks (`unsafe_code = "deny"`, allowed in this module alone).
+
+#![allow(unsafe_code)]
+
+use crate::packed::{ActBlock, TILE_ROWS, Tile};
+
+/// Proof that this CPU has AVX512F, AVX512BW and AVX512-VNNI.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Avx512 {
+    _checked: (),
+}
+
+impl Avx512 {
+    /// The token, when the CPU has the features.
+    pub(crate) fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+        {
+            return Some(Self { _checked: () });
+        }
+        None
+    }
+
+    /// One Q8_0 tile row (the first `blocks` of `tiles`; later tiles are
+    /// prefetched) times `M` quantized activation rows.
+    pub(crate) fn q8_tile_rows<const M: usize>(
+        self,
+        tiles: &[Tile],
+        blocks: usize,
+        acts: &[&[ActBlock]; M],
+    ) -> [[f32; TILE_ROWS]; M] {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `self` proves the CPU has the kernel's features.
+        unsafe {
+            kernels::tile_rows::<M>(tiles, blocks, acts)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!(
+            "no Avx512 token off x86_64: {:?}",
+            (tiles.len(), blocks, acts.len())
+        )
+    }
+
+    /// One query head's 16 scores against a transposed key block.
+    pub(crate) fn block_scores(self, q: &[f32], block: &[f32]) -> [f32; 16] {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `self` proves the CPU has the kernel's features.
+        unsafe {
+            kernels::block_scores(q, block)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("no Avx512 token off x86_64: {:?}", (q.len(), block.len()))
+    }
+
+    /// Weighted sums of value rows for `G` heads over dimensions `c .. c +
+    /// 16 * V`.
+    pub(crate) fn weighted_values<const G: usize, const V: usize>(
+        self,
+        w: &[&[f32]; G],
+        values: &[f32],
+        hd: usize,
+        c: usize,
+    ) -> [[[f32; 16]; V]; G] {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `self` proves the CPU has the kernel's features.
+        unsafe {
+            kernels::weighted_values::<G, V>(w, values, hd, c)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!(
+            "no Avx512 token off x86_64: {:?}",
+            (w.len(), values.len(), hd, c)
+        )
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod kernels {
+    use crate::packed::{ActBlock, TILE_ROWS, Tile};
+
+    /// How far ahead weights are prefetched: about 4 KiB.
+    const PREFETCH_TILES: usize = 8;
+    use std::arch::x86_64::*;
+
+    /// Dot products of 16 weight rows with `M` activation rows over all of
+    /// the first `blocks` of `tiles` (one tile row). Two accumulators per
+    /// activation row keep `vpdpbusd`'s latency hidden even for one row.
+    /// Tiles a few ahead, this row's or the next's, are prefetched: with
+    /// eight rows the multiply-adds fill the out-of-order window and the
+    /// hardware alone keeps too few weight loads in flight.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) fn tile_rows<const M: usize>(
+        tiles: &[Tile],
+        blocks: usize,
+        acts: &[&[ActBlock]; M],
+    ) -> [[f32; TILE_ROWS]; M] {
+        let mut acc = [_mm512_setzero_ps(); M];
+        for (b, tile) in tiles[..blocks].iter().enumerate() {
+            if let Some(ahead) = tiles.get(b + PREFETCH_TILES) {
+                for line in bytemuck::bytes_of(ahead).chunks(64) {
+                    _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+                }
+            }
+            let blocks: [&ActBlock; M] = std::array::from_fn(|i| &acts[i][b]);
+            let mut even = [_mm512_setzero_si512(); M];
+            let mut odd = [_mm512_setzero_si512(); M];
+            for g in (0..tile.quants.len()).step_by(2) {
+                let w0: __m512i = bytemuck::cast(tile.quants[g]);
+                let w1: __m512i = bytemuck::cast(tile.quants[g + 1]);
+                for i in 0..M {
+                    let a = &blocks[i].quants;
+                    let (a0, a1) = (word(a, g), word(a, g + 1));
+                    even[i] = _mm512_dpbusd_epi32(even[i], w0, _mm512_set1_epi32(a0));
+                    odd[i] = _mm512_dpbusd_epi32(odd[i], w1, _mm512_set1_epi32(a1));
+                }
+            }
+            let scales = _mm512_cvtph_ps(bytemuck::cast::<[u16; TILE_ROWS], __m256i>(tile.scales));
+            for i in 0..M {
+                let a = blocks[i];
+                let dot = _mm512_sub_epi32(
+                    _mm512_add_epi32(even[i], odd[i]),
+                    _mm512_set1_epi32(a.offset),
+                );
+                let scale = _mm512_mul_ps(scales, _mm512_set1_ps(a.scale));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[i]);
+            }
+        }
+        acc.map(bytemuck::cast)
+    }
+
+    /// Quantized activations `4 g .. 4 g + 4` as one little-endian word.
+    #[inline(always)]
+    fn word(quants: &[i8; 32], g: usize) -> i32 {
+        let bytes: [i8; 4] = quants[4 * g..4 * g + 4].try_into().expect("4 bytes");
+        i32::from_le_bytes(bytes.map(|b| b as u8))
+    }
+
+    /// One query head's scores against one transposed key block (see
+    /// `llama::block_scores`, the portable version).
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn block_scores(q: &[f32], block: &[f32]) -> [f32; 16] {
+        let mut acc = [_mm512_setzero_ps(); 4];
+        for (qd, keys) in q.chunks_exact(4).zip(block.chunks_exact(64)) {
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let k: [f32; 16] = keys[16 * j..16 * j + 16].try_into().expect("16 keys");
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(qd[j]), bytemuck::cast(k), *acc);
+            }
+        }
+        let rest = &block[block.len() / 64 * 64..];
+        let tail = &q[q.len() - rest.len() / 16..];
+        for (&qd, k) in tail.iter().zip(rest.chunks_exact(16)) {
+            let k: [f32; 16] = k.try_into().expect("16 keys");
+            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(qd), bytemuck::cast(k), acc[0]);
+        }
+        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+        bytemuck::cast(sum)
+    }
+
+    /// `sum_j w[r][j] * values[j][c..c + 16 * V]` for `G` heads (see
+    /// `llama::weighted_values`, the portable version).
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn weighted_values<const G: usize, const V: usize>(
+        w: &[&[f32]; G],
+        values: &[f32],
+        hd: usize,
+        c: usize,
+    ) -> [[[f32; 16]; V]; G] {
+        let mut acc = [[_mm512_setzero_ps(); V]; G];
+        let rows = w[0].len();
+        for (j, row) in values.chunks_exact(hd).take(rows).enumerate() {
+            let v: [__m512; V] = std::array::from_fn(|i| {
+                let x: [f32; 16] = row[c + 16 * i..c + 16 * i + 16].try_into().expect("16");
+                bytemuck::cast(x)
+            });
+            for (acc, w) in acc.iter_mut().zip(w) {
+                let w = _mm512_set1_ps(w[j]);
+                for (a, &v) in acc.iter_mut().zip(&v) {
+                    *a = _mm512_fmadd_ps(w, v, *a);
+                }
+            }
+        }
+        acc.map(|head| head.map(bytemuck::cast))
+    }
+}
