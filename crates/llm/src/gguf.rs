@@ -94,7 +94,8 @@ impl GgufInfo {
 
 /// Opens a GGUF file and parses its header, keeping the reader for tensors.
 ///
-/// A buffered reader rather than mmap: the workspace forbids `unsafe`.
+/// A buffered reader rather than mmap: the workspace keeps `unsafe` to its
+/// AVX512 kernels (`avx512.rs`).
 pub(crate) fn read_content(path: &Path) -> Result<(Content, BufReader<File>)> {
     let file = File::open(path).map_err(|source| Error::Io {
         path: path.to_owned(),

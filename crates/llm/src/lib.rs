@@ -47,7 +47,7 @@
 //! Activations run in float32 (quantized to 8 bits inside the integer
 //! matrix kernels); weights are read into memory rather than mapped (the
 //! workspace denies `unsafe`, which candle's mmap loader requires; its one
-//! exception is the call into the AVX512 kernel in `packed.rs`).
+//! exception is entering the AVX512 kernels in `avx512.rs`).
 //!
 //! [candle]: https://github.com/huggingface/candle
 

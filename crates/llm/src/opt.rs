@@ -519,7 +519,8 @@ impl Opt {
     /// `model.safetensors` or a sharded `model.safetensors.index.json`.
     ///
     /// Weights are read into memory rather than memory-mapped because the
-    /// workspace forbids `unsafe` (candle's mmap constructor is `unsafe`).
+    /// workspace keeps `unsafe` to its AVX512 kernels (candle's mmap
+    /// constructor is `unsafe`: a file changed under the mapping is UB).
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
         let config = OptConfig::from_file(&dir.join("config.json"))?;
         let tensors = crate::transformers::read_weights(dir, device)?;

@@ -56,7 +56,6 @@ pub(crate) struct ActBlock {
 
 /// A `[n, k]` Q8_0 matrix in [`Tile`]s, tile-row major: the `k / 32` tiles
 /// of output rows `16 t .. 16 t + 16` are adjacent.
-#[derive(Debug)]
 pub(crate) struct PackedQ8 {
     n: usize,
     k: usize,
@@ -64,9 +63,9 @@ pub(crate) struct PackedQ8 {
     simd: Avx512,
 }
 
-impl std::fmt::Debug for Tile {
+impl std::fmt::Debug for PackedQ8 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Tile")
+        write!(f, "PackedQ8 [{}, {}]", self.n, self.k)
     }
 }
 
@@ -135,7 +134,10 @@ impl PackedQ8 {
     /// `x [m, k] -> x W^T [m, n]`, on candle's thread pool.
     pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
-        debug_assert_eq!(x.len(), m * k);
+        assert_eq!(x.len(), m * k, "activations for a [{n}, {k}] matrix");
+        if m == 0 {
+            return Vec::new();
+        }
         let blocks = k / BLOCK;
         let acts: Vec<Vec<ActBlock>> = x.chunks_exact(k).map(quantize_row).collect();
         let tile_rows = n / TILE_ROWS;
@@ -208,13 +210,18 @@ fn quantize_row(x: &[f32]) -> Vec<ActBlock> {
             width /= 2;
         }
         let amax = lanes[0];
-        block.scale = amax / 127.0;
+        // A NaN would quantize to 0 (and an all-NaN row to zeros): keep it
+        // in the scale so it reaches the logits, where it is refused.
+        let nan = x.iter().fold(false, |nan, v| nan | v.is_nan());
+        block.scale = if nan { f32::NAN } else { amax / 127.0 };
         let inv = if amax > 0.0 { 1.0 / block.scale } else { 0.0 };
         // |v * inv| <= 127: adding 1.5 * 2^23 leaves the value rounded to
         // an integer (ties to even, as ggml's SIMD quantizers round) in the
         // low mantissa bits, which vectorizes where a float-to-int cast does not.
         for (q, &v) in block.quants.iter_mut().zip(x) {
-            let shifted = v.mul_add(inv, ROUNDING_SHIFT);
+            // Two roundings, as `(v * inv).round_ties_even()` has (a fused
+            // multiply-add would differ next to ties).
+            let shifted = v * inv + ROUNDING_SHIFT;
             *q = (shifted.to_bits() as i32).wrapping_sub(ROUNDING_SHIFT.to_bits() as i32) as i8;
         }
         block.offset = 128 * block.quants.iter().map(|&q| i32::from(q)).sum::<i32>();
@@ -263,6 +270,18 @@ mod tests {
     use super::*;
     use candle_core::{Device, Tensor};
 
+    /// One activation block quantized as ggml's `quantize_row_q8_0` does
+    /// (ties to even, as its SIMD versions round), written plainly.
+    fn quantize_plainly(x: &[f32]) -> (Vec<i8>, f32) {
+        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+        (
+            x.iter().map(|v| (v * id).round_ties_even() as i8).collect(),
+            d,
+        )
+    }
+
     /// ggml's Q8_0 x Q8_0 arithmetic, one dot product at a time.
     fn reference(w: &QTensor, x: &[f32], m: usize) -> Vec<f32> {
         let (n, k) = w.shape().dims2().unwrap();
@@ -270,19 +289,19 @@ mod tests {
         let blocks = k / BLOCK;
         let mut y = vec![0f32; m * n];
         for (row, x) in x.chunks_exact(k).enumerate() {
-            let acts = quantize_row(x);
+            let acts: Vec<(Vec<i8>, f32)> = x.chunks(BLOCK).map(quantize_plainly).collect();
             for col in 0..n {
                 let mut sum = 0f32;
-                for (b, a) in acts.iter().enumerate() {
+                for (b, (quants, scale)) in acts.iter().enumerate() {
                     let at = (col * blocks + b) * Q8_0_BYTES;
                     let block = &data[at..at + Q8_0_BYTES];
                     let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
                     let dot: i32 = block[2..]
                         .iter()
-                        .zip(&a.quants)
+                        .zip(quants)
                         .map(|(&w, &a)| w as i8 as i32 * a as i32)
                         .sum();
-                    sum += dot as f32 * d * a.scale;
+                    sum += dot as f32 * d * scale;
                 }
                 y[row * n + col] = sum;
             }
@@ -329,6 +348,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_nan_activation_reaches_the_output() {
+        let w = matrix(16, 64, 5);
+        let Some(packed) = PackedQ8::new(&w).unwrap() else {
+            assert!(Avx512::detect().is_none());
+            return;
+        };
+        let mut x = activations(2, 64);
+        x[70] = f32::NAN;
+        let y = packed.matmul(&x, 2);
+        assert!(y[..16].iter().all(|v| v.is_finite()), "row 0 has no NaN");
+        assert!(
+            y[16..].iter().all(|v| v.is_nan()),
+            "row 1 does: {:?}",
+            &y[16..]
+        );
+        assert!(packed.matmul(&[], 0).is_empty());
     }
 
     #[test]

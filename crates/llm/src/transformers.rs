@@ -20,8 +20,8 @@ use crate::llama::{Architecture, LlamaConfig, MAX_CONTEXT, RopeStyle};
 /// or the shards a `model.safetensors.index.json` lists, or else PyTorch's
 /// `pytorch_model.bin` (or its index's shards), which older repositories
 /// such as facebook/opt-* ship. Weights are read rather than memory-mapped
-/// because the workspace forbids `unsafe`, which candle's mmap loader
-/// requires; PyTorch files go through candle's pickle reader, which only
+/// because the workspace keeps `unsafe` to its AVX512 kernels, and candle's
+/// mmap loader requires it; PyTorch files go through candle's pickle reader, which only
 /// decodes data and never runs code from the file.
 pub(crate) fn read_weights(dir: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let mut tensors = HashMap::new();
