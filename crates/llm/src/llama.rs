@@ -216,7 +216,7 @@ impl Prep {
         Self {
             prep,
             vnni,
-            packed: Avx512::detect().is_some(),
+            packed: Avx512::detect().is_some() && std::env::var_os("TIDAL_NO_PACK").is_none(),
         }
     }
 

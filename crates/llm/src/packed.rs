@@ -213,8 +213,15 @@ fn quantize_row(x: &[f32]) -> Vec<ActBlock> {
         // A NaN would quantize to 0 (and an all-NaN row to zeros): keep it
         // in the scale so it reaches the logits, where it is refused.
         let nan = x.iter().fold(false, |nan, v| nan | v.is_nan());
-        block.scale = if nan { f32::NAN } else { amax / 127.0 };
-        let inv = if amax > 0.0 { 1.0 / block.scale } else { 0.0 };
+        let scale = amax / 127.0;
+        let inv = if amax > 0.0 { 1.0 / scale } else { 0.0 };
+        // ggml keeps the scale as f16 (quantizing with the f32 one): so do
+        // we, so that this is exactly its q8_0 arithmetic, llama.cpp's too.
+        block.scale = if nan {
+            f32::NAN
+        } else {
+            half::f16::from_f32(scale).to_f32()
+        };
         // |v * inv| <= 127: adding 1.5 * 2^23 leaves the value rounded to
         // an integer (ties to even, as ggml's SIMD quantizers round) in the
         // low mantissa bits, which vectorizes where a float-to-int cast does not.
@@ -271,14 +278,15 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     /// One activation block quantized as ggml's `quantize_row_q8_0` does
-    /// (ties to even, as its SIMD versions round), written plainly.
+    /// (ties to even, as its SIMD versions round; the scale kept as f16),
+    /// written plainly.
     fn quantize_plainly(x: &[f32]) -> (Vec<i8>, f32) {
         let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         (
             x.iter().map(|v| (v * id).round_ties_even() as i8).collect(),
-            d,
+            half::f16::from_f32(d).to_f32(),
         )
     }
 

@@ -474,7 +474,12 @@ async fn a_llama_checkpoint_folder_answers_chat_with_its_own_template() {
             "/openai/v1/chat/completions",
             json!({
                 "model": "smollm2",
-                "messages": [{"role": "user", "content": "What is the capital of France?"}],
+                // A system message keeps this small model's answer clear of
+                // rounding (see tests/clients/test_openai.py).
+                "messages": [
+                    {"role": "system", "content": "You are a helpful assistant. Answer in one short sentence."},
+                    {"role": "user", "content": "What is the capital of France?"},
+                ],
                 "temperature": 0,
                 "max_tokens": 30,
             }),
