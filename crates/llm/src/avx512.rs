@@ -55,7 +55,7 @@ impl Avx512 {
     }
 
     /// One query head's 16 scores against a transposed key block.
-    pub(crate) fn block_scores(self, q: &[f32], block: &[f32]) -> [f32; 16] {
+    pub(crate) fn block_scores(self, q: &[f32], block: &[u16]) -> [f32; 16] {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves the CPU has the kernel's features.
         unsafe {
@@ -70,7 +70,7 @@ impl Avx512 {
     pub(crate) fn weighted_values<const G: usize, const V: usize>(
         self,
         w: &[&[f32]; G],
-        values: &[f32],
+        values: &[u16],
         hd: usize,
         c: usize,
     ) -> [[[f32; 16]; V]; G] {
@@ -151,19 +151,18 @@ mod kernels {
     /// One query head's scores against one transposed key block (see
     /// `llama::block_scores`, the portable version).
     #[target_feature(enable = "avx512f")]
-    pub(super) fn block_scores(q: &[f32], block: &[f32]) -> [f32; 16] {
+    pub(super) fn block_scores(q: &[f32], block: &[u16]) -> [f32; 16] {
         let mut acc = [_mm512_setzero_ps(); 4];
         for (qd, keys) in q.chunks_exact(4).zip(block.chunks_exact(64)) {
             for (j, acc) in acc.iter_mut().enumerate() {
-                let k: [f32; 16] = keys[16 * j..16 * j + 16].try_into().expect("16 keys");
-                *acc = _mm512_fmadd_ps(_mm512_set1_ps(qd[j]), bytemuck::cast(k), *acc);
+                let k = widen(&keys[16 * j..16 * j + 16]);
+                *acc = _mm512_fmadd_ps(_mm512_set1_ps(qd[j]), k, *acc);
             }
         }
         let rest = &block[block.len() / 64 * 64..];
         let tail = &q[q.len() - rest.len() / 16..];
         for (&qd, k) in tail.iter().zip(rest.chunks_exact(16)) {
-            let k: [f32; 16] = k.try_into().expect("16 keys");
-            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(qd), bytemuck::cast(k), acc[0]);
+            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(qd), widen(k), acc[0]);
         }
         let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
         bytemuck::cast(sum)
@@ -174,17 +173,14 @@ mod kernels {
     #[target_feature(enable = "avx512f")]
     pub(super) fn weighted_values<const G: usize, const V: usize>(
         w: &[&[f32]; G],
-        values: &[f32],
+        values: &[u16],
         hd: usize,
         c: usize,
     ) -> [[[f32; 16]; V]; G] {
         let mut acc = [[_mm512_setzero_ps(); V]; G];
         let rows = w[0].len();
         for (j, row) in values.chunks_exact(hd).take(rows).enumerate() {
-            let v: [__m512; V] = std::array::from_fn(|i| {
-                let x: [f32; 16] = row[c + 16 * i..c + 16 * i + 16].try_into().expect("16");
-                bytemuck::cast(x)
-            });
+            let v: [__m512; V] = std::array::from_fn(|i| widen(&row[c + 16 * i..c + 16 * i + 16]));
             for (acc, w) in acc.iter_mut().zip(w) {
                 let w = _mm512_set1_ps(w[j]);
                 for (a, &v) in acc.iter_mut().zip(&v) {
@@ -193,5 +189,13 @@ mod kernels {
             }
         }
         acc.map(|head| head.map(bytemuck::cast))
+    }
+
+    /// Sixteen f16 values (bits) as f32.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn widen(bits: &[u16]) -> __m512 {
+        let bits: [u16; 16] = bits.try_into().expect("16 values");
+        _mm512_cvtph_ps(bytemuck::cast::<[u16; 16], __m256i>(bits))
     }
 }

@@ -51,6 +51,8 @@ use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
+use half::f16;
+
 use candle_core::quantized::gguf_file::Content;
 use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
@@ -124,7 +126,9 @@ pub struct LlamaConfig {
     pub vocab_size: usize,
 }
 
-/// One sequence's rotated keys and values. Per layer, keys are stored in
+/// One sequence's rotated keys and values, as f16 (bits): llama.cpp's default
+/// cache type, half of f32's memory and of the traffic attention reads each
+/// step (attention computes in f32). Per layer, keys are stored in
 /// blocks of [`KEY_BLOCK`] positions, each block transposed: `[n_kv_head,
 /// capacity / KEY_BLOCK, head_dim, KEY_BLOCK]`; values are `[n_kv_head,
 /// capacity, head_dim]`. Attention thus reads one contiguous stream per
@@ -138,9 +142,9 @@ pub struct LlamaCache {
     /// Positions allocated per head.
     capacity: usize,
     /// Per layer keys; empty until the first step.
-    k: Vec<Vec<f32>>,
+    k: Vec<Vec<u16>>,
     /// Per layer values.
-    v: Vec<Vec<f32>>,
+    v: Vec<Vec<u16>>,
 }
 
 impl LlamaCache {
@@ -829,7 +833,7 @@ impl Llama {
                 )));
             }
             let size = row * s.cache.capacity;
-            let fits = |bufs: &Vec<Vec<f32>>| {
+            let fits = |bufs: &Vec<Vec<u16>>| {
                 s.cache.len <= s.cache.capacity
                     && ((bufs.is_empty() && s.cache.capacity == 0)
                         || (bufs.len() == c.n_layer && bufs.iter().all(|b| b.len() == size)))
@@ -860,8 +864,8 @@ impl Llama {
             .max(needed.next_multiple_of(KEY_BLOCK));
         // Both are `n_kv_head` runs of `capacity * head_dim` floats whose
         // first `used * head_dim` are in use; keys by whole blocks.
-        let grow = |old: Option<&Vec<f32>>, used: usize| {
-            let mut buf = vec![0f32; nkv * capacity * hd];
+        let grow = |old: Option<&Vec<u16>>, used: usize| {
+            let mut buf = vec![0u16; nkv * capacity * hd];
             if let Some(old) = old {
                 let (from, to) = (cache.capacity * hd, capacity * hd);
                 for (src, dst) in old.chunks_exact(from).zip(buf.chunks_exact_mut(to)) {
@@ -925,13 +929,15 @@ impl Llama {
                 let block = (pos / KEY_BLOCK) * hd * KEY_BLOCK + pos % KEY_BLOCK;
                 for (g, kh) in k.chunks_exact(hd).enumerate() {
                     let column = keys[g * cap * hd + block..].iter_mut().step_by(KEY_BLOCK);
-                    for (slot, x) in column.zip(kh) {
-                        *slot = *x;
+                    for (slot, &x) in column.zip(kh) {
+                        *slot = f16::from_f32(x).to_bits();
                     }
                 }
                 for (g, vh) in v.chunks_exact(hd).enumerate() {
                     let at = (g * cap + pos) * hd;
-                    values[at..at + hd].copy_from_slice(vh);
+                    for (slot, &x) in values[at..at + hd].iter_mut().zip(vh) {
+                        *slot = f16::from_f32(x).to_bits();
+                    }
                 }
             }
         }
@@ -1034,9 +1040,9 @@ struct AttentionUnit<'a> {
     /// Per new token, this group's slice of the output row.
     outs: Vec<&'a mut [f32]>,
     /// The head's blocked keys, `[capacity / KEY_BLOCK, head_dim, KEY_BLOCK]`.
-    keys: &'a [f32],
+    keys: &'a [u16],
     /// The head's values, `[capacity, head_dim]`.
-    values: &'a [f32],
+    values: &'a [u16],
     /// Positions the first new token sees (`len + 1`).
     first_visible: usize,
 }
@@ -1061,8 +1067,8 @@ struct Visible {
 fn attend_group(
     simd: Option<Avx512>,
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[u16],
+    values: &[u16],
     at: Visible,
     scores: &mut Vec<f32>,
     out: &mut [f32],
@@ -1099,7 +1105,7 @@ fn attend_group(
         for (j, v) in values.chunks_exact(hd).take(rows).enumerate() {
             for (w, o) in heads.iter().zip(out.chunks_exact_mut(hd)) {
                 for (o, &x) in o.iter_mut().zip(v) {
-                    *o = w[j].mul_add(x, *o);
+                    *o = w[j].mul_add(widen(x), *o);
                 }
             }
         }
@@ -1151,22 +1157,27 @@ fn attend_group(
 /// `sum_j w[r][j] * values[j][c..c + W]` for `G` heads, summed in `j` order.
 fn weighted_values<const G: usize, const W: usize>(
     w: &[&[f32]; G],
-    values: &[f32],
+    values: &[u16],
     hd: usize,
     c: usize,
 ) -> [[f32; W]; G] {
     let mut acc = [[0f32; W]; G];
     let rows = w[0].len();
     for (j, v) in values.chunks_exact(hd).take(rows).enumerate() {
-        let v: &[f32; W] = v[c..c + W].try_into().expect("W values");
+        let v: [f32; W] = std::array::from_fn(|i| widen(v[c + i]));
         for (acc, w) in acc.iter_mut().zip(w) {
             let w = w[j];
-            for (a, &x) in acc.iter_mut().zip(v) {
+            for (a, &x) in acc.iter_mut().zip(&v) {
                 *a = w.mul_add(x, *a);
             }
         }
     }
     acc
+}
+
+/// A cached f16 value (bits) as f32, exactly.
+fn widen(bits: u16) -> f32 {
+    f16::from_bits(bits).to_f32()
 }
 
 /// `e^x` within 2 ulp of `f32::exp`, in plain arithmetic so a loop of it
@@ -1201,16 +1212,14 @@ fn exp_approx(x: f32) -> f32 {
 
 /// One query head's scores against one transposed key block (`[head_dim,
 /// KEY_BLOCK]`), four partial sums deep so the multiply-adds overlap.
-fn block_scores(q: &[f32], block: &[f32]) -> [f32; KEY_BLOCK] {
+fn block_scores(q: &[f32], block: &[u16]) -> [f32; KEY_BLOCK] {
     let mut acc = [[0f32; KEY_BLOCK]; 4];
     let quads = block.chunks_exact(4 * KEY_BLOCK);
     let rest = quads.remainder();
     for (qd, keys) in q.chunks_exact(4).zip(quads) {
         for (j, acc) in acc.iter_mut().enumerate() {
-            let k: &[f32; KEY_BLOCK] = keys[j * KEY_BLOCK..][..KEY_BLOCK]
-                .try_into()
-                .expect("block");
-            for (a, &k) in acc.iter_mut().zip(k) {
+            let k: [f32; KEY_BLOCK] = std::array::from_fn(|l| widen(keys[j * KEY_BLOCK + l]));
+            for (a, &k) in acc.iter_mut().zip(&k) {
                 *a = qd[j].mul_add(k, *a);
             }
         }
@@ -1218,7 +1227,7 @@ fn block_scores(q: &[f32], block: &[f32]) -> [f32; KEY_BLOCK] {
     let tail = &q[q.len() - rest.len() / KEY_BLOCK..];
     for (&qd, k) in tail.iter().zip(rest.chunks_exact(KEY_BLOCK)) {
         for (a, &k) in acc[0].iter_mut().zip(k) {
-            *a = qd.mul_add(k, *a);
+            *a = qd.mul_add(widen(k), *a);
         }
     }
     std::array::from_fn(|l| (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]))
@@ -1327,7 +1336,7 @@ impl CausalLm for Llama {
 
     fn kv_bytes_per_token(&self) -> usize {
         let c = &self.config;
-        c.n_layer * 2 * c.n_kv_head * c.head_dim * DType::F32.size_in_bytes()
+        c.n_layer * 2 * c.n_kv_head * c.head_dim * DType::F16.size_in_bytes()
     }
 
     fn max_context(&self) -> usize {
@@ -1502,21 +1511,33 @@ mod tests {
             (128, 1, 100),
         ] {
             let capacity = rows.next_multiple_of(KEY_BLOCK) + KEY_BLOCK;
+            // The cache holds f16: the formula gets the same (rounded) numbers.
+            let cached = |x: f32| f16::from_f32(x).to_f32();
             let keys: Vec<Vec<f32>> = (0..rows)
-                .map(|p| (0..hd).map(|d| value(p * hd + d)).collect())
+                .map(|p| (0..hd).map(|d| cached(value(p * hd + d))).collect())
                 .collect();
             let values: Vec<Vec<f32>> = (0..rows)
-                .map(|p| (0..hd).map(|d| value(5 + 3 * (p * hd + d))).collect())
+                .map(|p| {
+                    (0..hd)
+                        .map(|d| cached(value(5 + 3 * (p * hd + d))))
+                        .collect()
+                })
                 .collect();
             // Stale data past `rows` must not leak in.
-            let mut blocked = vec![9.0f32; capacity * hd];
+            let stale = f16::from_f32(9.0).to_bits();
+            let mut blocked = vec![stale; capacity * hd];
             for (p, k) in keys.iter().enumerate() {
                 for (d, &x) in k.iter().enumerate() {
-                    blocked[(p / KEY_BLOCK) * hd * KEY_BLOCK + d * KEY_BLOCK + p % KEY_BLOCK] = x;
+                    blocked[(p / KEY_BLOCK) * hd * KEY_BLOCK + d * KEY_BLOCK + p % KEY_BLOCK] =
+                        f16::from_f32(x).to_bits();
                 }
             }
-            let mut flat_values: Vec<f32> = values.concat();
-            flat_values.extend(std::iter::repeat_n(9.0, KEY_BLOCK * hd));
+            let mut flat_values: Vec<u16> = values
+                .concat()
+                .iter()
+                .map(|&x| f16::from_f32(x).to_bits())
+                .collect();
+            flat_values.extend(std::iter::repeat_n(stale, KEY_BLOCK * hd));
             let q: Vec<f32> = (0..heads * hd).map(|i| value(11 + i) * 0.3).collect();
             let mut out = vec![0f32; heads * hd];
             let at = Visible { rows, head_dim: hd };

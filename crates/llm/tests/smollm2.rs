@@ -15,10 +15,18 @@ use tidal_llm::{
 mod smollm2;
 use smollm2::gguf_path;
 
-/// The results are in fact bit-identical (quantized matmuls work row by row,
-/// attention sums in a fixed order); the tolerance leaves room for kernels
-/// that reorder sums.
+/// Batched and chunked runs of the same model are in fact bit-identical
+/// (matmuls work row by row, attention sums in a fixed order); the tolerance
+/// leaves room for kernels that reorder sums.
 const TOL: f32 = 1e-3;
+
+/// A checkpoint against its GGUF: the checkpoint's Q/K rows are in another
+/// order (rotate-half RoPE), so its keys can differ from the GGUF's in the
+/// last f32 bits, and the f16 KV cache now and then rounds such a
+/// difference to a whole f16 step (about 5e-4 relative), which thirty layers
+/// carry to a few 1e-3 in the logits (4e-3 measured; 4.5e-5 with an f32
+/// cache). A wrong tensor mapping or layout moves logits by whole units.
+const CHECKPOINT_TOL: f32 = 2e-2;
 
 const CHAT_PROMPT: &str =
     "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n";
@@ -84,7 +92,8 @@ fn header_facts() {
     );
     assert_eq!(m.vocab_size(), 49152);
     assert_eq!(m.max_context(), 8192);
-    assert_eq!(m.kv_bytes_per_token(), 30 * 2 * 3 * 64 * 4);
+    // f16 keys and values: 30 layers x (K, V) x 3 KV heads x 64 x 2 bytes.
+    assert_eq!(m.kv_bytes_per_token(), 30 * 2 * 3 * 64 * 2);
     assert_eq!(m.info().expect("GGUF header").eos_token_id, Some(2));
 }
 
@@ -190,7 +199,7 @@ fn a_transformers_checkpoint_computes_what_its_gguf_computes() {
             .expect("GGUF forward")
             .remove(0);
         let d = max_abs_diff(&x, &y);
-        assert!(d < TOL, "max abs diff {d}");
+        assert!(d < CHECKPOINT_TOL, "max abs diff {d}");
         tokens = vec![argmax(&x)];
     }
     let text = greedy(&hf, &prompt, 12);
