@@ -717,21 +717,6 @@ impl Llama {
         })
     }
 
-    /// Caps the context at `max` positions (`--max_model_len`), dropping the
-    /// RoPE table rows beyond it (long-context models carry tables for up to
-    /// a million positions).
-    pub fn cap_context(&mut self, max: usize) {
-        if max >= self.config.context_length {
-            return;
-        }
-        self.config.context_length = max;
-        let rows = max * (self.config.head_dim / 2);
-        for table in [&mut self.cos, &mut self.sin] {
-            table.truncate(rows);
-            table.shrink_to_fit();
-        }
-    }
-
     /// Bytes of weight matrices (embedding included) as held in memory.
     pub fn weight_bytes(&self) -> usize {
         let linear = |l: &Linear| l.w.size_in_bytes();
@@ -1341,6 +1326,20 @@ impl CausalLm for Llama {
 
     fn max_context(&self) -> usize {
         self.config.context_length
+    }
+
+    /// Also drops the RoPE table rows beyond `max` (long-context models
+    /// carry tables for up to a million positions).
+    fn cap_context(&mut self, max: usize) {
+        if max >= self.config.context_length {
+            return;
+        }
+        self.config.context_length = max;
+        let rows = max * (self.config.head_dim / 2);
+        for table in [&mut self.cos, &mut self.sin] {
+            table.truncate(rows);
+            table.shrink_to_fit();
+        }
     }
 
     fn vocab_size(&self) -> usize {

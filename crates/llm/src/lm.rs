@@ -40,6 +40,11 @@ pub trait CausalLm: Send + 'static {
     /// The longest sequence (prompt plus generated tokens) the model accepts.
     fn max_context(&self) -> usize;
 
+    /// Lowers [`CausalLm::max_context`] to `max` (`--max_model_len`),
+    /// releasing what only longer sequences would need; a `max` at or above
+    /// the model's own window changes nothing.
+    fn cap_context(&mut self, max: usize);
+
     /// Size of the logits vectors.
     fn vocab_size(&self) -> usize;
 }

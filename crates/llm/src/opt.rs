@@ -512,6 +512,8 @@ pub struct Opt {
     final_layer_norm: Option<LayerNorm>,
     lm_head: Linear,
     device: Device,
+    /// `max_position_embeddings`, or less under `--max_model_len`.
+    max_context: usize,
 }
 
 impl Opt {
@@ -581,6 +583,7 @@ impl Opt {
         };
         Ok(Self {
             lm_head: Linear::new(lm_weight, None),
+            max_context: config.max_position_embeddings,
             config,
             embed_tokens,
             embed_positions,
@@ -840,7 +843,11 @@ impl crate::lm::CausalLm for Opt {
     }
 
     fn max_context(&self) -> usize {
-        self.config.max_position_embeddings
+        self.max_context
+    }
+
+    fn cap_context(&mut self, max: usize) {
+        self.max_context = self.max_context.min(max);
     }
 
     fn vocab_size(&self) -> usize {

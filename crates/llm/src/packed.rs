@@ -317,6 +317,16 @@ mod tests {
         y
     }
 
+    /// `w` packed, or `None` once it is checked that this CPU lacks the
+    /// kernel (every test matrix here tiles).
+    fn packed_or_unavailable(w: &QTensor) -> Option<PackedQ8> {
+        let packed = PackedQ8::new(w).unwrap();
+        if packed.is_none() {
+            assert!(Avx512::detect().is_none(), "the kernel applies to {w:?}");
+        }
+        packed
+    }
+
     fn matrix(n: usize, k: usize, seed: u32) -> QTensor {
         let mut state = seed;
         let values: Vec<f32> = (0..n * k)
@@ -338,11 +348,7 @@ mod tests {
     #[test]
     fn packed_products_equal_ggml_arithmetic_for_every_row_count() {
         let w = matrix(48, 96, 7);
-        let Some(packed) = PackedQ8::new(&w).unwrap() else {
-            assert!(
-                Avx512::detect().is_none(),
-                "the kernel applies to a [48, 96] Q8_0 matrix"
-            );
+        let Some(packed) = packed_or_unavailable(&w) else {
             return;
         };
         for m in [1, 2, 3, 7, 8, 9, 17] {
@@ -361,8 +367,7 @@ mod tests {
     #[test]
     fn a_nan_activation_reaches_the_output() {
         let w = matrix(16, 64, 5);
-        let Some(packed) = PackedQ8::new(&w).unwrap() else {
-            assert!(Avx512::detect().is_none());
+        let Some(packed) = packed_or_unavailable(&w) else {
             return;
         };
         let mut x = activations(2, 64);
@@ -380,8 +385,7 @@ mod tests {
     #[test]
     fn a_packed_row_dequantizes_as_candle_does() {
         let w = matrix(32, 64, 3);
-        let Some(packed) = PackedQ8::new(&w).unwrap() else {
-            assert!(Avx512::detect().is_none());
+        let Some(packed) = packed_or_unavailable(&w) else {
             return;
         };
         let dense = w

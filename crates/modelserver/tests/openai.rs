@@ -525,11 +525,13 @@ async fn a_streamed_request_is_in_progress_until_its_last_event() {
             ))
             .unwrap()
     };
-    let metric = |metrics: &str, name: &str| {
-        metrics
+    // The sample `name` in the exposition `metrics` has the value `want`.
+    let expect = |metrics: &str, name: &str, want: &str| {
+        let value = metrics
             .lines()
             .find_map(|l| l.strip_prefix(name))
-            .map(|v| v.trim().to_owned())
+            .map(|v| v.trim().to_owned());
+        assert_eq!(value.as_deref(), Some(want), "{metrics}");
     };
     const IN_PROGRESS: &str =
         "rest_server_requests_in_progress{model_name=\"fbopt\",protocol=\"openai\"} ";
@@ -537,33 +539,21 @@ async fn a_streamed_request_is_in_progress_until_its_last_event() {
     let response = app.clone().oneshot(streamed()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (_, metrics) = call(&app, "GET", "/metrics", Value::Null).await;
-    assert_eq!(
-        metric(&metrics, IN_PROGRESS).as_deref(),
-        Some("1"),
-        "{metrics}"
-    );
+    expect(&metrics, IN_PROGRESS, "1");
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert!(String::from_utf8_lossy(&body).contains("data: [DONE]"));
     let (_, metrics) = call(&app, "GET", "/metrics", Value::Null).await;
-    assert_eq!(
-        metric(&metrics, IN_PROGRESS).as_deref(),
-        Some("0"),
-        "{metrics}"
-    );
+    expect(&metrics, IN_PROGRESS, "0");
     let ok =
         "rest_server_requests_total{model_name=\"fbopt\",protocol=\"openai\",status_code=\"200\"} ";
-    assert_eq!(metric(&metrics, ok).as_deref(), Some("1"), "{metrics}");
+    expect(&metrics, ok, "1");
 
     let response = app.clone().oneshot(streamed()).await.unwrap();
     drop(response);
     let (_, metrics) = call(&app, "GET", "/metrics", Value::Null).await;
-    assert_eq!(
-        metric(&metrics, IN_PROGRESS).as_deref(),
-        Some("0"),
-        "{metrics}"
-    );
+    expect(&metrics, IN_PROGRESS, "0");
     let gone =
         "rest_server_requests_total{model_name=\"fbopt\",protocol=\"openai\",status_code=\"499\"} ";
-    assert_eq!(metric(&metrics, gone).as_deref(), Some("1"), "{metrics}");
-    assert_eq!(metric(&metrics, ok).as_deref(), Some("1"), "{metrics}");
+    expect(&metrics, gone, "1");
+    expect(&metrics, ok, "1");
 }

@@ -597,8 +597,7 @@ fn end_of_turn_ids(tokenizer: &Tokenizer, template: Option<&str>) -> Vec<u32> {
         .collect()
 }
 
-/// Loads a Llama with `load`, preparing its weights as `--quantization` asks (else `as_is`)
-/// and its context capped by `--max_model_len`.
+/// Loads a Llama with `load`, preparing its weights as `--quantization` asks (else `as_is`).
 fn load_llama(
     options: &LlmOptions,
     as_is: tidal_llm::WeightPrep,
@@ -608,11 +607,7 @@ fn load_llama(
         Some(Quantization::Q8_0) => tidal_llm::WeightPrep::QuantizeQ8,
         None => as_is,
     };
-    let mut model = load(prep)?;
-    if let Some(max) = options.max_model_len {
-        model.cap_context(max);
-    }
-    Ok(model)
+    Ok(load(prep)?)
 }
 
 fn load_gguf(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenerator, LoadError> {
@@ -649,7 +644,7 @@ fn load_gguf(name: &str, path: &Path, options: &LlmOptions) -> Result<TextGenera
 /// Starts the engine for a loaded model, its context capped by `--max_model_len`.
 fn start<M: tidal_llm::CausalLm>(
     name: &str,
-    model: M,
+    mut model: M,
     options: &LlmOptions,
     mut eos_token_ids: Vec<u32>,
     tokenizer: Tokenizer,
@@ -663,53 +658,11 @@ fn start<M: tidal_llm::CausalLm>(
         eos_token_ids,
         ..EngineConfig::default()
     };
-    let model = Capped::new(model, options.max_model_len);
+    if let Some(max) = options.max_model_len {
+        model.cap_context(max);
+    }
     TextGenerator::start(name, model, config, tokenizer, template)
         .map_err(|e| LoadError::Engine(e.to_string()))
-}
-
-/// A model whose context window is capped by `--max_model_len`.
-struct Capped<M> {
-    inner: M,
-    max_len: Option<usize>,
-}
-
-impl<M> Capped<M> {
-    fn new(inner: M, max_len: Option<usize>) -> Self {
-        Capped { inner, max_len }
-    }
-}
-
-impl<M: tidal_llm::CausalLm> tidal_llm::CausalLm for Capped<M> {
-    type Cache = M::Cache;
-
-    fn new_cache(&self) -> Self::Cache {
-        self.inner.new_cache()
-    }
-
-    fn cached_tokens(&self, cache: &Self::Cache) -> usize {
-        self.inner.cached_tokens(cache)
-    }
-
-    fn forward_batch(
-        &self,
-        steps: &mut [tidal_llm::SeqStep<'_, Self::Cache>],
-    ) -> tidal_llm::Result<Vec<Vec<f32>>> {
-        self.inner.forward_batch(steps)
-    }
-
-    fn kv_bytes_per_token(&self) -> usize {
-        self.inner.kv_bytes_per_token()
-    }
-
-    fn max_context(&self) -> usize {
-        let native = self.inner.max_context();
-        self.max_len.map_or(native, |cap| cap.min(native))
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.inner.vocab_size()
-    }
 }
 
 #[cfg(test)]
