@@ -2,10 +2,12 @@
 # LLM benchmark: Tidal vs llama.cpp on the same GGUF (SmolLM2-135M-Instruct Q4_1), in one run.
 #  1. Tidal (`tidal serve`, OpenAI-compatible /openai/v1/completions, SSE streaming): decode tok/s
 #     of 1 stream, aggregate decode tok/s of 8 concurrent streams (goal: >= 4x the single stream),
-#     and time to first token (p50, p90). Decode rates count the tokens after each stream's first
-#     over the time from the first first token to the last token, for 1 stream and for 8 alike;
-#     the prefill shows in TTFT, and the end-to-end column (all tokens over the time from the
-#     first request sent) includes it.
+#     and time to first token (p50, p90). Decode rates count the tokens received while all the
+#     streams decode together (from the last stream's first token to the first stream's last),
+#     over that time: for 1 stream, its tokens after the first over first-to-last. The prefill
+#     shows in TTFT, and the end-to-end column (all tokens over the time from the first request
+#     sent) includes it. Single streams and rounds of 8 alternate, so that the shared machine's
+#     drift moves both sides of the ratio alike.
 #  2. llama.cpp through the PyPI package llama-cpp-python (built from source by pip, native CPU
 #     flags), in-process with its streaming API, n_threads=2: single-stream decode tok/s and TTFT,
 #     and the ratio Tidal / llama.cpp single stream (goal: >= 0.8x).
@@ -18,7 +20,7 @@
 #   SKIP_TIDAL=1 bash bench/llm.sh          # only the llama.cpp half (no cargo build)
 #   SKIP_LLAMACPP=1 bash bench/llm.sh       # only the Tidal half
 #
-# Knobs: MAX_TOKENS (128), STREAMS (8), REPS (5 single-stream requests), REPS_CONCURRENT (3 rounds
+# Knobs: MAX_TOKENS (128), STREAMS (8), REPS (5 single-stream requests), REPS_CONCURRENT (5 rounds
 # of STREAMS), LLAMA_THREADS (2), N_CTX (2048), READY_TIMEOUT (180 s), GGUF (a .gguf path; default:
 # scripts/fetch-models), LLAMA_CPP_PYTHON (pip requirement, default llama-cpp-python==0.3.36),
 # CMAKE_ARGS (default -DGGML_NATIVE=ON).
@@ -31,7 +33,7 @@ cd "$(dirname "$0")/.."
 MAX_TOKENS=${MAX_TOKENS:-128}
 STREAMS=${STREAMS:-8}
 REPS=${REPS:-5}
-REPS_CONCURRENT=${REPS_CONCURRENT:-3}
+REPS_CONCURRENT=${REPS_CONCURRENT:-5}
 LLAMA_THREADS=${LLAMA_THREADS:-2}
 N_CTX=${N_CTX:-2048}
 READY_TIMEOUT=${READY_TIMEOUT:-180}

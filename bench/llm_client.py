@@ -8,13 +8,15 @@ Both subcommands append one tab-separated line per measured configuration to --o
     engine  streams  decode_tok_s  end_to_end_tok_s  per_stream_decode_tok_s  ttft_p50_ms  ttft_p90_ms
     tokens_min  tokens_max  samples
 
-decode_tok_s is the median over repetitions of the tokens decoded after each stream's first token,
-summed over the N streams, divided by the time from the first stream's first token to the last
-stream's last token: (tokens - 1) / (last - first) for one stream, the aggregate rate while the N
-streams decode together for N. The prefill is left out of it for one stream and for N alike; it is
-measured as TTFT (from the moment the request is sent to the first non-empty token), and
-end_to_end_tok_s (all tokens / time from the first request sent to the last token received)
-includes it.
+decode_tok_s is the median over repetitions of the steady decode rate: the tokens received while
+all N streams are decoding together (from the last stream's first token to the first stream's
+last token), over that time. For one stream that is (tokens - 1) / (last - first). The prefill is
+left out of it for one stream and for N alike, and so is any step in which only some of the N
+streams decode: when the requests reach the server a few milliseconds apart, the first ones are
+prefilled alone and the others in the next step, and a window from the first stream's first token
+would count that later prefill as decoding time. The prefill is measured as TTFT (from the moment
+the request is sent to the first non-empty token), and end_to_end_tok_s (all tokens / time from
+the first request sent to the last token received) includes everything.
 
 The Tidal half needs only the standard library (http.client + threads), so it can run from any
 Python 3.8+. The llama.cpp half needs the PyPI package llama-cpp-python.
@@ -66,13 +68,25 @@ def percentile(xs, q):
 class Sample:
     """Timings of one streamed request (seconds, time.perf_counter())."""
 
-    __slots__ = ("sent", "first", "last", "tokens", "chunks", "error")
+    __slots__ = ("sent", "times", "tokens", "error")
 
     def __init__(self):
-        self.sent = self.first = self.last = None
+        self.sent = None
+        self.times = []  # arrival of each non-empty content chunk
         self.tokens = 0
-        self.chunks = 0
         self.error = None
+
+    @property
+    def chunks(self):
+        return len(self.times)
+
+    @property
+    def first(self):
+        return self.times[0] if self.times else None
+
+    @property
+    def last(self):
+        return self.times[-1] if self.times else None
 
     @property
     def ttft(self):
@@ -85,10 +99,18 @@ class Sample:
 
 
 def decode_rate(samples):
-    """Aggregate decode rate of streams that ran together (see the module docs)."""
-    span = max(s.last for s in samples) - min(s.first for s in samples)
-    decoded = sum(s.tokens - 1 for s in samples)
-    return decoded / span if span > 0 else float("nan")
+    """Aggregate decode rate while all the streams decode together (see the module docs).
+
+    Chunks are counted as tokens scaled by each stream's tokens / chunks (a token that ends inside
+    a UTF-8 character arrives with the next one)."""
+    start = max(s.first for s in samples)
+    end = min(s.last for s in samples)
+    if end <= start:
+        return float("nan")
+    decoded = sum(
+        sum(1 for t in s.times if start < t <= end) * s.tokens / s.chunks for s in samples
+    )
+    return decoded / (end - start)
 
 
 def end_to_end_rate(samples):
@@ -163,10 +185,7 @@ def stream_request(url, body, timeout):
                 if text is None:
                     text = (ch.get("delta") or {}).get("content")
                 if text:
-                    s.chunks += 1
-                    if s.first is None:
-                        s.first = now
-                    s.last = now
+                    s.times.append(now)
     except Exception as e:  # noqa: BLE001 - reported, not raised, so one bad stream is visible
         s.error = f"{type(e).__name__}: {e}"
     finally:
@@ -231,32 +250,38 @@ def cmd_tidal(a):
             raise SystemExit(f"warm-up request failed: {s.error}")
     concurrent_round(url, lambda: body(16), a.streams, a.timeout)
 
-    print(f"== tidal: 1 stream x {a.reps} reps, max_tokens={a.max_tokens}", flush=True)
-    singles = []
-    for r in range(a.reps):
-        s = stream_request(url, body(), a.timeout)
-        if s.error:
-            raise SystemExit(f"request failed: {s.error}")
-        print(f"  rep {r + 1}: {s.tokens} tokens, TTFT {s.ttft * 1000:.1f} ms, decode {s.decode_tps:.1f} tok/s", flush=True)
-        singles.append(s)
+    # Single streams and rounds of N alternate, so that a drift in the shared machine's speed
+    # moves both sides of the ratio alike instead of landing on one of them.
+    print(
+        f"== tidal: 1 stream x {a.reps} reps alternating with {a.streams} concurrent streams x "
+        f"{a.reps_concurrent} reps, max_tokens={a.max_tokens}",
+        flush=True,
+    )
+    singles, decodes, e2es, all_samples = [], [], [], []
+    for r in range(max(a.reps, a.reps_concurrent)):
+        if r < a.reps:
+            s = stream_request(url, body(), a.timeout)
+            if s.error:
+                raise SystemExit(f"request failed: {s.error}")
+            print(f"  1 stream, rep {r + 1}: {s.tokens} tokens, TTFT {s.ttft * 1000:.1f} ms, decode {s.decode_tps:.1f} tok/s", flush=True)
+            singles.append(s)
+        if r < a.reps_concurrent:
+            samples, wall = concurrent_round(url, body, a.streams, a.timeout)
+            total = sum(s.tokens for s in samples)
+            decodes.append(decode_rate(samples))
+            e2es.append(end_to_end_rate(samples))
+            all_samples += samples
+            print(
+                f"  {a.streams} streams, rep {r + 1}: {total} tokens in {wall:.2f} s = {total / wall:.1f} tok/s end to end, "
+                f"{decodes[-1]:.1f} tok/s decoding; TTFT max {max(s.ttft for s in samples) * 1000:.0f} ms, "
+                f"first tokens within {(max(s.first for s in samples) - min(s.first for s in samples)) * 1000:.0f} ms",
+                flush=True,
+            )
     check_tokens(singles, a.max_tokens, "tidal")
     decode = statistics.median(s.decode_tps for s in singles)
     e2e = statistics.median(end_to_end_rate([s]) for s in singles)
     emit(a.out, "tidal", 1, decode, e2e, decode, [s.ttft for s in singles], [s.tokens for s in singles], len(singles))
 
-    print(f"== tidal: {a.streams} concurrent streams x {a.reps_concurrent} reps", flush=True)
-    decodes, e2es, all_samples = [], [], []
-    for r in range(a.reps_concurrent):
-        samples, wall = concurrent_round(url, body, a.streams, a.timeout)
-        total = sum(s.tokens for s in samples)
-        decodes.append(decode_rate(samples))
-        e2es.append(end_to_end_rate(samples))
-        all_samples += samples
-        print(
-            f"  rep {r + 1}: {total} tokens in {wall:.2f} s = {total / wall:.1f} tok/s end to end, "
-            f"{decodes[-1]:.1f} tok/s decoding; TTFT max {max(s.ttft for s in samples) * 1000:.0f} ms",
-            flush=True,
-        )
     check_tokens(all_samples, a.max_tokens, "tidal")
     emit(
         a.out,
@@ -315,10 +340,7 @@ def cmd_llamacpp(a):
         ):
             now = time.perf_counter()
             if chunk["choices"][0]["text"]:
-                s.chunks += 1
-                if s.first is None:
-                    s.first = now
-                s.last = now
+                s.times.append(now)
         s.tokens = count[0]
         return s
 
@@ -355,7 +377,7 @@ def main():
             q.add_argument("--path", default="/openai/v1/completions")
             q.add_argument("--model", default="smollm2")
             q.add_argument("--streams", type=int, default=8)
-            q.add_argument("--reps-concurrent", type=int, default=3)
+            q.add_argument("--reps-concurrent", type=int, default=5)
             q.add_argument("--timeout", type=float, default=300.0)
         else:
             q.add_argument("--gguf", required=True)

@@ -3,8 +3,13 @@
 //!
 //! ```text
 //! cargo run --release -p tidal-llm --example decode_speed -- \
-//!     [--tokens 64] [--batch 8] [--prep fast|faithful|as-stored|q8] [path.gguf|checkpoint-folder]
+//!     [--tokens 64] [--batch 8] [--rounds 1] [--prep fast|faithful|as-stored|q8] \
+//!     [path.gguf|checkpoint-folder]
 //! ```
+//!
+//! With `--rounds N` the single stream and the batch alternate N times and
+//! the median ratio is printed: on a shared machine whose speed drifts, a
+//! ratio of two runs minutes apart measures the drift as much as batching.
 //!
 //! `--prep` picks the [`WeightPrep`] (default `fast`).
 //!
@@ -66,6 +71,7 @@ fn prefill(
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut tokens = 64;
     let mut batch = 8;
+    let mut rounds = 1usize;
     let mut prep = WeightPrep::Fast;
     let mut path = std::env::var_os("TIDAL_SMOLLM2_GGUF").map_or_else(
         || PathBuf::from("/var/tmp/tidal-models/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -76,6 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         match arg.as_str() {
             "--tokens" => tokens = args.next().ok_or("--tokens needs a value")?.parse()?,
             "--batch" => batch = args.next().ok_or("--batch needs a value")?.parse()?,
+            "--rounds" => rounds = args.next().ok_or("--rounds needs a value")?.parse()?,
             "--prep" => {
                 prep = match args.next().as_deref() {
                     Some("fast") => WeightPrep::Fast,
@@ -125,32 +132,46 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (next, _) = prefill(&model, &mut warm, &prompts[..1])?;
     decode(&model, &mut warm, next, 4)?;
 
-    let mut single = vec![model.new_cache()];
-    let (next, p1) = prefill(&model, &mut single, &prompts[..1])?;
-    let d1 = decode(&model, &mut single, next, tokens)?;
-    let single_tps = tokens as f64 / d1;
-    println!(
-        "single stream: prefill {} tokens in {:.1} ms ({:.0} tok/s); decode {tokens} tokens: {:.1} tok/s ({:.2} ms/token)",
-        prompts[0].len(),
-        p1 * 1e3,
-        prompts[0].len() as f64 / p1,
-        single_tps,
-        d1 * 1e3 / tokens as f64
-    );
+    let mut ratios = Vec::with_capacity(rounds);
+    for _ in 0..rounds.max(1) {
+        let mut single = vec![model.new_cache()];
+        let (next, p1) = prefill(&model, &mut single, &prompts[..1])?;
+        let d1 = decode(&model, &mut single, next, tokens)?;
+        let single_tps = tokens as f64 / d1;
+        println!(
+            "single stream: prefill {} tokens in {:.1} ms ({:.0} tok/s); decode {tokens} tokens: {:.1} tok/s ({:.2} ms/token)",
+            prompts[0].len(),
+            p1 * 1e3,
+            prompts[0].len() as f64 / p1,
+            single_tps,
+            d1 * 1e3 / tokens as f64
+        );
 
-    let mut caches: Vec<LlamaCache> = prompts.iter().map(|_| model.new_cache()).collect();
-    let (next, pb) = prefill(&model, &mut caches, &prompts)?;
-    let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
-    let db = decode(&model, &mut caches, next, tokens)?;
-    let batch_tps = (tokens * prompts.len()) as f64 / db;
-    println!(
-        "batch of {}: prefill {prompt_tokens} tokens in {:.1} ms ({:.0} tok/s); decode {tokens} steps: {:.1} tok/s aggregate ({:.2} ms/step), {:.2}x single",
-        prompts.len(),
-        pb * 1e3,
-        prompt_tokens as f64 / pb,
-        batch_tps,
-        db * 1e3 / tokens as f64,
-        batch_tps / single_tps
-    );
+        let mut caches: Vec<LlamaCache> = prompts.iter().map(|_| model.new_cache()).collect();
+        let (next, pb) = prefill(&model, &mut caches, &prompts)?;
+        let prompt_tokens: usize = prompts.iter().map(Vec::len).sum();
+        let db = decode(&model, &mut caches, next, tokens)?;
+        let batch_tps = (tokens * prompts.len()) as f64 / db;
+        println!(
+            "batch of {}: prefill {prompt_tokens} tokens in {:.1} ms ({:.0} tok/s); decode {tokens} steps: {:.1} tok/s aggregate ({:.2} ms/step), {:.2}x single",
+            prompts.len(),
+            pb * 1e3,
+            prompt_tokens as f64 / pb,
+            batch_tps,
+            db * 1e3 / tokens as f64,
+            batch_tps / single_tps
+        );
+        ratios.push(batch_tps / single_tps);
+    }
+    if ratios.len() > 1 {
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "median batch / single over {} rounds: {:.2}x (min {:.2}x, max {:.2}x)",
+            ratios.len(),
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
+    }
     Ok(())
 }

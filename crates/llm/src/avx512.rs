@@ -54,6 +54,18 @@ impl Avx512 {
         )
     }
 
+    /// Quantizes one activation row per 32 values (ggml's q8_0; see
+    /// the kernel).
+    pub(crate) fn quantize_row(self, x: &[f32]) -> Vec<ActBlock> {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `self` proves the CPU has the kernel's features.
+        unsafe {
+            kernels::quantize_row(x)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("no Avx512 token off x86_64: {:?}", x.len())
+    }
+
     /// One query head's 16 scores against a transposed key block.
     pub(crate) fn block_scores(self, q: &[f32], block: &[u16]) -> [f32; 16] {
         #[cfg(target_arch = "x86_64")]
@@ -89,7 +101,7 @@ impl Avx512 {
 
 #[cfg(target_arch = "x86_64")]
 mod kernels {
-    use crate::packed::{ActBlock, TILE_ROWS, Tile};
+    use crate::packed::{ActBlock, ROUNDING_SHIFT, TILE_ROWS, Tile};
 
     /// How far ahead weights are prefetched: about 4 KiB.
     const PREFETCH_TILES: usize = 8;
@@ -146,6 +158,57 @@ mod kernels {
     fn word(quants: &[i8; 32], g: usize) -> i32 {
         let bytes: [i8; 4] = quants[4 * g..4 * g + 4].try_into().expect("4 bytes");
         i32::from_le_bytes(bytes.map(|b| b as u8))
+    }
+
+    /// Quantized activation blocks of a row, as ggml's `quantize_row_q8_0`:
+    /// scale `max |v| / 127` (kept as f16), values `v / scale` rounded to
+    /// the nearest integer, ties to even. A block holding a NaN or an
+    /// infinity gets a NaN scale, so that it reaches the logits.
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub(super) fn quantize_row(x: &[f32]) -> Vec<ActBlock> {
+        let mut blocks = Vec::with_capacity(x.len() / 32);
+        let shift = _mm512_set1_ps(ROUNDING_SHIFT);
+        let shift_bits = _mm512_set1_epi32(ROUNDING_SHIFT.to_bits() as i32);
+        for block in x.chunks_exact(32) {
+            let lo: __m512 = bytemuck::cast::<[f32; 16], _>(block[..16].try_into().expect("16"));
+            let hi: __m512 = bytemuck::cast::<[f32; 16], _>(block[16..].try_into().expect("16"));
+            let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(lo), _mm512_abs_ps(hi)));
+            // `v * 0` is NaN exactly for NaN and infinite `v`.
+            let zero = _mm512_setzero_ps();
+            let probe = _mm512_reduce_add_ps(_mm512_add_ps(
+                _mm512_mul_ps(lo, zero),
+                _mm512_mul_ps(hi, zero),
+            ));
+            let scale = amax / 127.0;
+            let inv = _mm512_set1_ps(if amax > 0.0 { 1.0 / scale } else { 0.0 });
+            // |v * inv| <= 127: adding 1.5 * 2^23 leaves the value rounded
+            // to an integer in the low mantissa bits. Two roundings (a
+            // multiply, then an add), as `(v * inv).round_ties_even()`.
+            let round = |v: __m512| {
+                let shifted = _mm512_add_ps(_mm512_mul_ps(v, inv), shift);
+                _mm512_sub_epi32(_mm512_castps_si512(shifted), shift_bits)
+            };
+            // Truncated to bytes as `as i8` does (a NaN block's are garbage
+            // either way), then widened back for their sum.
+            let bytes = [
+                _mm512_cvtepi32_epi8(round(lo)),
+                _mm512_cvtepi32_epi8(round(hi)),
+            ];
+            let sum = _mm512_add_epi32(
+                _mm512_cvtepi8_epi32(bytes[0]),
+                _mm512_cvtepi8_epi32(bytes[1]),
+            );
+            let quants: [i8; 32] = bytemuck::cast(bytes);
+            blocks.push(ActBlock {
+                quants,
+                scale: match probe.is_nan() {
+                    true => f32::NAN,
+                    false => half::f16::from_f32(scale).to_f32(),
+                },
+                offset: 128 * _mm512_reduce_add_epi32(sum),
+            });
+        }
+        blocks
     }
 
     /// One query head's scores against one transposed key block (see

@@ -878,11 +878,13 @@ impl Llama {
     /// returns the attention outputs `[total, out_width]` (`n_head *
     /// head_dim` values, then zeros up to the O projection's padded input).
     ///
-    /// Two passes: rotating and storing is linear in the new tokens and runs
-    /// here; the scores, quadratic in the context, run as one unit per
-    /// (sequence, KV head) on candle's thread pool when there is enough of
-    /// it to pay for waking the pool. Each unit sums in the same order
-    /// wherever it runs, so results do not depend on the threads.
+    /// The work is cut into one unit per (sequence, KV head): it rotates
+    /// and stores that head's new keys and values, rotates the query heads
+    /// that share it, then computes their attention. A unit's data are
+    /// disjoint from every other's, so the units run on candle's thread
+    /// pool when there is enough work to pay for waking it. Each unit sums
+    /// in the same order wherever it runs, so results do not depend on the
+    /// threads.
     fn attention(
         &self,
         layer: usize,
@@ -895,63 +897,41 @@ impl Llama {
         let (qw, kw) = (nh * hd, nkv * hd);
         let width = qw + 2 * kw;
         let total = qkv.len() / width;
-        let scale = 1.0 / (hd as f32).sqrt();
-
-        // Pass 1: rotate the new queries and keys, store keys and values.
-        let mut rows = qkv.chunks_exact_mut(width);
-        for s in steps.iter_mut() {
-            let (len, cap) = (s.cache.len, s.cache.capacity);
-            let (keys, values) = (&mut s.cache.k[layer], &mut s.cache.v[layer]);
-            for (i, row) in rows.by_ref().take(s.tokens.len()).enumerate() {
-                let pos = len + i;
-                let (q_k, v) = row.split_at_mut(qw + kw);
-                for head in q_k.chunks_exact_mut(hd) {
-                    self.rotate(head, pos);
-                }
-                let (q, k) = q_k.split_at_mut(qw);
-                q.iter_mut().for_each(|x| *x *= scale);
-                // A key goes down a column of its head's block.
-                let block = (pos / KEY_BLOCK) * hd * KEY_BLOCK + pos % KEY_BLOCK;
-                for (g, kh) in k.chunks_exact(hd).enumerate() {
-                    let column = keys[g * cap * hd + block..].iter_mut().step_by(KEY_BLOCK);
-                    for (slot, &x) in column.zip(kh) {
-                        *slot = f16::from_f32(x).to_bits();
-                    }
-                }
-                for (g, vh) in v.chunks_exact(hd).enumerate() {
-                    let at = (g * cap + pos) * hd;
-                    for (slot, &x) in values[at..at + hd].iter_mut().zip(vh) {
-                        *slot = f16::from_f32(x).to_bits();
-                    }
-                }
-            }
-        }
-
-        // Pass 2: one unit per (sequence, KV head). Query i of a sequence
-        // sees positions 0..=len + i; the query heads sharing a KV head are
-        // adjacent, so a unit reads its keys once for all of them.
         let group = nh / nkv * hd;
         let mut out = vec![0f32; total * out_width];
         let mut out_rows = out.chunks_exact_mut(out_width);
-        let mut q_rows = qkv.chunks_exact(width);
+        let mut rows = qkv.chunks_exact_mut(width);
         let mut units = Vec::with_capacity(steps.len() * nkv);
         let mut work = 0usize;
-        for s in steps.iter() {
+        for s in steps.iter_mut() {
             let (len, cap, n) = (s.cache.len, s.cache.capacity, s.tokens.len());
-            let mut per_group: Vec<AttentionUnit<'_>> = (0..nkv)
-                .map(|g| AttentionUnit {
+            let keys = s.cache.k[layer].chunks_exact_mut(cap * hd);
+            let values = s.cache.v[layer].chunks_exact_mut(cap * hd);
+            let mut per_group: Vec<AttentionUnit<'_>> = keys
+                .zip(values)
+                .map(|(keys, values)| AttentionUnit {
                     queries: Vec::with_capacity(n),
+                    new_keys: Vec::with_capacity(n),
+                    new_values: Vec::with_capacity(n),
                     outs: Vec::with_capacity(n),
-                    keys: &s.cache.k[layer][g * cap * hd..(g + 1) * cap * hd],
-                    values: &s.cache.v[layer][g * cap * hd..(g + 1) * cap * hd],
-                    first_visible: len + 1,
+                    keys,
+                    values,
+                    len,
                 })
                 .collect();
-            for (q, o) in q_rows.by_ref().zip(out_rows.by_ref()).take(n) {
-                let groups = q[..qw].chunks_exact(group).zip(o.chunks_exact_mut(group));
-                for (unit, (qg, og)) in per_group.iter_mut().zip(groups) {
-                    unit.queries.push(qg);
-                    unit.outs.push(og);
+            for (row, o) in rows.by_ref().zip(out_rows.by_ref()).take(n) {
+                let (q, kv) = row.split_at_mut(qw);
+                let (k, v) = kv.split_at_mut(kw);
+                let heads = q
+                    .chunks_exact_mut(group)
+                    .zip(k.chunks_exact_mut(hd))
+                    .zip(v.chunks_exact(hd))
+                    .zip(o.chunks_exact_mut(group));
+                for (unit, (((q, k), v), o)) in per_group.iter_mut().zip(heads) {
+                    unit.queries.push(q);
+                    unit.new_keys.push(k);
+                    unit.new_values.push(v);
+                    unit.outs.push(o);
                 }
             }
             work += n * (len + n) * qw;
@@ -959,21 +939,7 @@ impl Llama {
         }
         let run = |unit: &std::sync::Mutex<AttentionUnit<'_>>, scores: &mut Vec<f32>| {
             let mut unit = unit.lock().unwrap_or_else(|e| e.into_inner());
-            let AttentionUnit {
-                queries,
-                outs,
-                keys,
-                values,
-                first_visible,
-            } = &mut *unit;
-            for (i, (q, o)) in queries.iter().zip(outs.iter_mut()).enumerate() {
-                let visible = *first_visible + i;
-                let at = Visible {
-                    rows: visible,
-                    head_dim: hd,
-                };
-                attend_group(self.simd, q, keys, &values[..visible * hd], at, scores, o);
-            }
+            self.attend_unit(&mut unit, scores);
         };
         if work < PARALLEL_ATTENTION_WORK {
             let mut scores = Vec::new();
@@ -986,6 +952,49 @@ impl Llama {
         }
         drop(units);
         out
+    }
+
+    /// One unit of [`Self::attention`]. New token `i` sits at position
+    /// `len + i` and sees positions `0..=len + i`; the query heads sharing
+    /// the KV head are adjacent, so the keys are read once for all of them.
+    fn attend_unit(&self, unit: &mut AttentionUnit<'_>, scores: &mut Vec<f32>) {
+        let hd = self.config.head_dim;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let AttentionUnit {
+            queries,
+            new_keys,
+            new_values,
+            outs,
+            keys,
+            values,
+            len,
+        } = unit;
+        let len = *len;
+        for (i, (k, v)) in new_keys.iter_mut().zip(new_values.iter()).enumerate() {
+            let pos = len + i;
+            self.rotate(k, pos);
+            // A key goes down a column of its head's block.
+            let block = (pos / KEY_BLOCK) * hd * KEY_BLOCK + pos % KEY_BLOCK;
+            let column = keys[block..].iter_mut().step_by(KEY_BLOCK);
+            for (slot, &x) in column.zip(k.iter()) {
+                *slot = f16::from_f32(x).to_bits();
+            }
+            for (slot, &x) in values[pos * hd..(pos + 1) * hd].iter_mut().zip(v.iter()) {
+                *slot = f16::from_f32(x).to_bits();
+            }
+        }
+        for (i, (q, o)) in queries.iter_mut().zip(outs.iter_mut()).enumerate() {
+            let pos = len + i;
+            for head in q.chunks_exact_mut(hd) {
+                self.rotate(head, pos);
+            }
+            q.iter_mut().for_each(|x| *x *= scale);
+            let at = Visible {
+                rows: pos + 1,
+                head_dim: hd,
+            };
+            attend_group(self.simd, q, keys, &values[..at.rows * hd], at, scores, o);
+        }
     }
 
     /// Rotates one head at `pos` in the file's pair layout.
@@ -1018,18 +1027,23 @@ impl Llama {
 /// costs microseconds, a decode step of one short sequence less than that.
 const PARALLEL_ATTENTION_WORK: usize = 1 << 18;
 
-/// One sequence's queries for one KV head, and where their outputs go.
+/// One sequence's new tokens for one KV head: their projections (rotated in
+/// place), where their outputs go, and the head's cache.
 struct AttentionUnit<'a> {
-    /// Per new token, the (pre-scaled, rotated) query heads of this group.
-    queries: Vec<&'a [f32]>,
+    /// Per new token, the query heads of this group.
+    queries: Vec<&'a mut [f32]>,
+    /// Per new token, this head's key.
+    new_keys: Vec<&'a mut [f32]>,
+    /// Per new token, this head's value.
+    new_values: Vec<&'a [f32]>,
     /// Per new token, this group's slice of the output row.
     outs: Vec<&'a mut [f32]>,
     /// The head's blocked keys, `[capacity / KEY_BLOCK, head_dim, KEY_BLOCK]`.
-    keys: &'a [u16],
+    keys: &'a mut [u16],
     /// The head's values, `[capacity, head_dim]`.
-    values: &'a [u16],
-    /// Positions the first new token sees (`len + 1`).
-    first_visible: usize,
+    values: &'a mut [u16],
+    /// Positions cached before this step.
+    len: usize,
 }
 
 /// Which cached positions one attention call reads.

@@ -139,24 +139,37 @@ impl PackedQ8 {
             return Vec::new();
         }
         let blocks = k / BLOCK;
-        let acts: Vec<Vec<ActBlock>> = x.chunks_exact(k).map(quantize_row).collect();
+        let acts: Vec<Vec<ActBlock>> = x
+            .chunks_exact(k)
+            .map(|row| self.simd.quantize_row(row))
+            .collect();
         let tile_rows = n / TILE_ROWS;
-        // Tile-major results, in parts handed to the pool's threads whole.
-        let mut results = vec![[0f32; TILE_ROWS]; tile_rows * m];
+        // Parts of tile rows, handed to the pool's threads whole; each part
+        // writes its columns of every output row in place.
         let per_part = tile_rows.div_ceil(32).max(1);
-        let parts: Vec<Mutex<Part<'_>>> = results
-            .chunks_mut(per_part * m)
+        let parts_count = tile_rows.div_ceil(per_part);
+        let mut y = vec![0f32; m * n];
+        let mut columns: Vec<Vec<&mut [f32]>> =
+            (0..parts_count).map(|_| Vec::with_capacity(m)).collect();
+        for row in y.chunks_exact_mut(n) {
+            for (part, cols) in columns.iter_mut().zip(row.chunks_mut(per_part * TILE_ROWS)) {
+                part.push(cols);
+            }
+        }
+        let parts: Vec<Mutex<Part<'_>>> = columns
+            .into_iter()
             .enumerate()
-            .map(|(i, part)| Mutex::new((i * per_part, part)))
+            .map(|(i, cols)| Mutex::new((i * per_part, cols)))
             .collect();
         let run = |part: &Mutex<Part<'_>>| {
             let mut guard = part.lock().unwrap_or_else(|e| e.into_inner());
-            let (first, out) = &mut *guard;
-            for (i, out) in out.chunks_exact_mut(m).enumerate() {
+            let (first, rows) = &mut *guard;
+            let count = rows[0].len() / TILE_ROWS;
+            for i in 0..count {
                 // This tile row and, for prefetching, the ones after it.
                 let tiles = &self.tiles[(*first + i) * blocks..];
-                for (acts, out) in acts.chunks(MAX_ROWS).zip(out.chunks_mut(MAX_ROWS)) {
-                    tile_times_rows(self.simd, tiles, blocks, acts, out);
+                for (acts, rows) in acts.chunks(MAX_ROWS).zip(rows.chunks_mut(MAX_ROWS)) {
+                    tile_times_rows(self.simd, tiles, blocks, acts, i, rows);
                 }
             }
         };
@@ -167,90 +180,39 @@ impl PackedQ8 {
                 .execute_chunked(parts.len(), |range| parts[range].iter().for_each(run));
         }
         drop(parts);
-        // One activation row's results are already in row order.
-        if m == 1 {
-            return results.into_flattened();
-        }
-        let mut y = Vec::with_capacity(m * n);
-        for row in 0..m {
-            for tile_row in results.chunks_exact(m) {
-                y.extend_from_slice(&tile_row[row]);
-            }
-        }
         y
     }
 }
 
-/// A run of tile rows' results: the first tile row's index, then per tile
-/// row the outputs of every activation row.
-type Part<'a> = (usize, &'a mut [[f32; TILE_ROWS]]);
+/// A run of tile rows: the first one's index, then per activation row the
+/// run's slice of that row's outputs.
+type Part<'a> = (usize, Vec<&'a mut [f32]>);
 
-/// 1.5 * 2^23: floats from 2^23 to 2^24 are spaced exactly 1 apart.
-const ROUNDING_SHIFT: f32 = 12_582_912.0;
-
-/// Quantizes one activation row per 32 values as ggml's `quantize_row_q8_0`.
-fn quantize_row(x: &[f32]) -> Vec<ActBlock> {
-    let mut blocks = vec![ActBlock::default(); x.len() / BLOCK];
-    for (block, x) in blocks.iter_mut().zip(x.chunks_exact(BLOCK)) {
-        let x: &[f32; BLOCK] = x.try_into().expect("a block");
-        // Written lane-wise so that it vectorizes (a float max fold does not).
-        let mut lanes = [0f32; 16];
-        for half in x.chunks_exact(16) {
-            for (m, &v) in lanes.iter_mut().zip(half) {
-                let a = v.abs();
-                *m = if a > *m { a } else { *m };
-            }
-        }
-        let mut width = lanes.len() / 2;
-        while width > 0 {
-            for i in 0..width {
-                let other = lanes[i + width];
-                lanes[i] = if other > lanes[i] { other } else { lanes[i] };
-            }
-            width /= 2;
-        }
-        let amax = lanes[0];
-        // A NaN would quantize to 0 (and an all-NaN row to zeros): keep it
-        // in the scale so it reaches the logits, where it is refused.
-        let nan = x.iter().fold(false, |nan, v| nan | v.is_nan());
-        let scale = amax / 127.0;
-        let inv = if amax > 0.0 { 1.0 / scale } else { 0.0 };
-        // ggml keeps the scale as f16 (quantizing with the f32 one): so do
-        // we, so that this is exactly its q8_0 arithmetic, llama.cpp's too.
-        block.scale = if nan {
-            f32::NAN
-        } else {
-            half::f16::from_f32(scale).to_f32()
-        };
-        // |v * inv| <= 127: adding 1.5 * 2^23 leaves the value rounded to
-        // an integer (ties to even, as ggml's SIMD quantizers round) in the
-        // low mantissa bits, which vectorizes where a float-to-int cast does not.
-        for (q, &v) in block.quants.iter_mut().zip(x) {
-            // Two roundings, as `(v * inv).round_ties_even()` has (a fused
-            // multiply-add would differ next to ties).
-            let shifted = v * inv + ROUNDING_SHIFT;
-            *q = (shifted.to_bits() as i32).wrapping_sub(ROUNDING_SHIFT.to_bits() as i32) as i8;
-        }
-        block.offset = 128 * block.quants.iter().map(|&q| i32::from(q)).sum::<i32>();
-    }
-    blocks
-}
+/// 1.5 * 2^23: floats from 2^23 to 2^24 are spaced exactly 1 apart, so
+/// adding it rounds a small float to an integer held in the low mantissa
+/// bits (how the activation quantizer rounds without a float-to-int cast).
+pub(crate) const ROUNDING_SHIFT: f32 = 12_582_912.0;
 
 /// One tile row's outputs (the first `blocks` of `tiles`) for up to
-/// [`MAX_ROWS`] activation rows.
+/// [`MAX_ROWS`] activation rows, written to columns `16 i .. 16 i + 16` of
+/// each row's `out`.
 fn tile_times_rows(
     simd: Avx512,
     tiles: &[Tile],
     blocks: usize,
     acts: &[Vec<ActBlock>],
-    out: &mut [[f32; TILE_ROWS]],
+    i: usize,
+    out: &mut [&mut [f32]],
 ) {
     macro_rules! rows {
         ($($m:literal)*) => {
             match acts.len() {
                 $($m => {
                     let acts: [&[ActBlock]; $m] = std::array::from_fn(|i| acts[i].as_slice());
-                    out.copy_from_slice(&simd.q8_tile_rows::<$m>(tiles, blocks, &acts));
+                    let results = simd.q8_tile_rows::<$m>(tiles, blocks, &acts);
+                    for (out, result) in out.iter_mut().zip(&results) {
+                        out[i * TILE_ROWS..(i + 1) * TILE_ROWS].copy_from_slice(result);
+                    }
                 })*
                 _ => unreachable!("at most {MAX_ROWS} rows per pass"),
             }
