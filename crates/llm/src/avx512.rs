@@ -108,9 +108,9 @@ mod kernels {
     use std::arch::x86_64::*;
 
     /// Dot products of 16 weight rows with `M` activation rows over all of
-    /// the first `blocks` of `tiles` (one tile row). Two accumulators per
-    /// activation row keep `vpdpbusd`'s latency hidden even for one row.
-    /// Tiles a few ahead, this row's or the next's, are prefetched: with
+    /// the first `blocks` of `tiles` (one tile row). Fewer than four
+    /// activation rows get two accumulators each, to keep `vpdpbusd`'s
+    /// latency hidden even for one row. Tiles a few ahead, this row's or the next's, are prefetched: with
     /// eight rows the multiply-adds fill the out-of-order window and the
     /// hardware alone keeps too few weight loads in flight.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
@@ -127,27 +127,41 @@ mod kernels {
                 }
             }
             let blocks: [&ActBlock; M] = std::array::from_fn(|i| &acts[i][b]);
-            let mut even = [_mm512_setzero_si512(); M];
-            let mut odd = [_mm512_setzero_si512(); M];
-            for g in (0..tile.quants.len()).step_by(2) {
-                let w0: __m512i = bytemuck::cast(tile.quants[g]);
-                let w1: __m512i = bytemuck::cast(tile.quants[g + 1]);
-                for i in 0..M {
-                    let a = &blocks[i].quants;
-                    let (a0, a1) = (word(a, g), word(a, g + 1));
-                    even[i] = _mm512_dpbusd_epi32(even[i], w0, _mm512_set1_epi32(a0));
-                    odd[i] = _mm512_dpbusd_epi32(odd[i], w1, _mm512_set1_epi32(a1));
+            // The integer sums start at minus the offset the weights' +128
+            // adds, rather than subtracting it after.
+            let mut dots: [__m512i; M] =
+                std::array::from_fn(|i| _mm512_set1_epi32(-blocks[i].offset));
+            if M >= 4 {
+                // One chain per row: four or more rows' chains already hide
+                // `vpdpbusd`'s latency, and port 0, which runs it, is what
+                // bounds many rows; a second chain would cost an add per row.
+                for (g, w) in tile.quants.iter().enumerate() {
+                    let w: __m512i = bytemuck::cast(*w);
+                    for i in 0..M {
+                        let a = _mm512_set1_epi32(word(&blocks[i].quants, g));
+                        dots[i] = _mm512_dpbusd_epi32(dots[i], w, a);
+                    }
+                }
+            } else {
+                let mut odd = [_mm512_setzero_si512(); M];
+                for g in (0..tile.quants.len()).step_by(2) {
+                    let w0: __m512i = bytemuck::cast(tile.quants[g]);
+                    let w1: __m512i = bytemuck::cast(tile.quants[g + 1]);
+                    for i in 0..M {
+                        let a = &blocks[i].quants;
+                        let (a0, a1) = (word(a, g), word(a, g + 1));
+                        dots[i] = _mm512_dpbusd_epi32(dots[i], w0, _mm512_set1_epi32(a0));
+                        odd[i] = _mm512_dpbusd_epi32(odd[i], w1, _mm512_set1_epi32(a1));
+                    }
+                }
+                for (dot, odd) in dots.iter_mut().zip(odd) {
+                    *dot = _mm512_add_epi32(*dot, odd);
                 }
             }
             let scales = _mm512_cvtph_ps(bytemuck::cast::<[u16; TILE_ROWS], __m256i>(tile.scales));
             for i in 0..M {
-                let a = blocks[i];
-                let dot = _mm512_sub_epi32(
-                    _mm512_add_epi32(even[i], odd[i]),
-                    _mm512_set1_epi32(a.offset),
-                );
-                let scale = _mm512_mul_ps(scales, _mm512_set1_ps(a.scale));
-                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[i]);
+                let scale = _mm512_mul_ps(scales, _mm512_set1_ps(blocks[i].scale));
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots[i]), scale, acc[i]);
             }
         }
         acc.map(bytemuck::cast)

@@ -145,8 +145,12 @@ impl PackedQ8 {
             .collect();
         let tile_rows = n / TILE_ROWS;
         // Parts of tile rows, handed to the pool's threads whole; each part
-        // writes its columns of every output row in place.
-        let per_part = tile_rows.div_ceil(32).max(1);
+        // writes its columns of every output row in place. As many parts as
+        // the pool hands out at a time (eight per thread), so that one grab
+        // takes one lock: a lock is a fence, which waits for the part's
+        // output stores to drain.
+        let threads = candle_core::utils::barrier_pool().n_workers() + 1;
+        let per_part = tile_rows.div_ceil(8 * threads).max(1);
         let parts_count = tile_rows.div_ceil(per_part);
         let mut y = vec![0f32; m * n];
         let mut columns: Vec<Vec<&mut [f32]>> =
