@@ -8,6 +8,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
+use crate::llama::exp_approx;
 use crate::opt::Opt;
 
 /// How to pick tokens and when to stop.
@@ -115,36 +116,88 @@ impl Sampler {
             return Ok(argmax(logits));
         }
         // Temperature, then top-k, then top-p (transformers' warper order).
-        let inv_t = 1.0 / self.params.temperature;
-        let mut order: Vec<usize> = (0..logits.len()).collect();
-        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-        if let Some(k) = self.params.top_k.filter(|&k| k > 0) {
-            order.truncate(k);
+        // Weights are relative to the most likely token's 1.
+        let inv_t = (1.0 / self.params.temperature) as f32;
+        let max = logits[argmax(logits) as usize];
+        let weight = |l: f32| exp_approx((l - max) * inv_t);
+        let n = logits.len();
+        let top_k = self.params.top_k.filter(|&k| k > 0 && k < n);
+        let top_p = self.params.top_p;
+        if top_k.is_none() && top_p >= 1.0 {
+            // Every token is a candidate: no order is needed, so no sort
+            // (a 50-150k vocabulary sorted per token cost milliseconds).
+            let weights: Vec<f32> = logits.iter().map(|&l| weight(l)).collect();
+            let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+            return Ok(self.pick(&weights, total, |i| i as u32));
         }
-        let max = f64::from(logits[order[0]]) * inv_t;
-        let weights: Vec<f64> = order
-            .iter()
-            .map(|&i| (f64::from(logits[i]) * inv_t - max).exp())
-            .collect();
-        let total: f64 = weights.iter().sum();
-        let mut keep = 0;
-        let mut mass = 0.0;
-        for w in &weights {
-            if keep > 0 && mass >= self.params.top_p {
-                break;
+        // The candidates most likely first (ties by id), found by selection
+        // rather than a sort of the whole vocabulary: the top k, or for
+        // top_p alone a top slice grown until it holds the nucleus.
+        let order_of = |a: &u32, b: &u32| {
+            logits[*b as usize]
+                .total_cmp(&logits[*a as usize])
+                .then(a.cmp(b))
+        };
+        let top = |m: usize| {
+            let mut ids: Vec<u32> = (0..n as u32).collect();
+            if m < n {
+                ids.select_nth_unstable_by(m - 1, order_of);
+                ids.truncate(m);
             }
-            mass += w / total;
-            keep += 1;
+            ids.sort_unstable_by(order_of);
+            ids
+        };
+        let (mut ids, total) = match top_k {
+            Some(k) => {
+                let ids = top(k);
+                let total: f64 = ids
+                    .iter()
+                    .map(|&i| f64::from(weight(logits[i as usize])))
+                    .sum();
+                (ids, total)
+            }
+            None => {
+                let total: f64 = logits.iter().map(|&l| f64::from(weight(l))).sum();
+                (top(n.min(64)), total)
+            }
+        };
+        loop {
+            let weights: Vec<f32> = ids.iter().map(|&i| weight(logits[i as usize])).collect();
+            // The nucleus: the fewest candidates whose mass reaches top_p.
+            let mut mass = 0.0;
+            let mut keep = None;
+            for (i, &w) in weights.iter().enumerate() {
+                mass += f64::from(w) / total;
+                if mass >= top_p {
+                    keep = Some(i + 1);
+                    break;
+                }
+            }
+            // All candidates, when rounding leaves their mass a hair short.
+            let keep = match keep {
+                Some(keep) => keep,
+                None if ids.len() == n || top_k.is_some() => weights.len(),
+                None => {
+                    ids = top(n.min(ids.len() * 8));
+                    continue;
+                }
+            };
+            let kept_total: f64 = weights[..keep].iter().map(|&w| f64::from(w)).sum();
+            return Ok(self.pick(&weights[..keep], kept_total, |i| ids[i]));
         }
-        let kept_total: f64 = weights[..keep].iter().sum();
-        let mut target = self.rng.next_f64() * kept_total;
-        for (i, w) in weights[..keep].iter().enumerate() {
-            if target < *w {
-                return Ok(order[i] as u32);
+    }
+
+    /// Draws index `i` with probability `weights[i] / total`; returns `id(i)`.
+    fn pick(&mut self, weights: &[f32], total: f64, id: impl Fn(usize) -> u32) -> u32 {
+        let mut target = self.rng.next_f64() * total;
+        for (i, &w) in weights.iter().enumerate() {
+            let w = f64::from(w);
+            if target < w {
+                return id(i);
             }
             target -= w;
         }
-        Ok(order[keep - 1] as u32)
+        id(weights.len() - 1)
     }
 }
 
@@ -260,6 +313,105 @@ pub fn generate(model: &Opt, prompt: &[u32], params: &SamplingParams) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn draws(params: SamplingParams, logits: &[f32], n: usize) -> Vec<usize> {
+        let mut sampler = Sampler::new(&params).unwrap();
+        let mut counts = vec![0; logits.len()];
+        for _ in 0..n {
+            counts[sampler.sample(logits).unwrap() as usize] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn sampling_follows_the_softmax_over_the_whole_vocabulary() {
+        // Probabilities 1/15, 2/15, 4/15, 8/15 at temperature 1, and at
+        // temperature 2 (weights 1, sqrt 2, 2, 2 sqrt 2) out of order.
+        let logits = [4f32.ln(), 1f32.ln(), 8f32.ln(), 2f32.ln()];
+        let n = 30_000;
+        let t1 = draws(
+            SamplingParams {
+                temperature: 1.0,
+                seed: 3,
+                ..SamplingParams::default()
+            },
+            &logits,
+            n,
+        );
+        for (count, p) in t1.iter().zip([4.0, 1.0, 8.0, 2.0]) {
+            let want = n as f64 * p / 15.0;
+            assert!((*count as f64 - want).abs() < 0.05 * want, "{t1:?}");
+        }
+        let t2 = draws(
+            SamplingParams {
+                temperature: 2.0,
+                seed: 4,
+                ..SamplingParams::default()
+            },
+            &logits,
+            n,
+        );
+        let w = [2.0, 1.0, 8f64.sqrt(), 2f64.sqrt()];
+        let total: f64 = w.iter().sum();
+        for (count, w) in t2.iter().zip(w) {
+            let want = n as f64 * w / total;
+            assert!((*count as f64 - want).abs() < 0.05 * want, "{t2:?}");
+        }
+    }
+
+    #[test]
+    fn top_p_keeps_the_smallest_nucleus_even_when_it_is_large() {
+        // 300 equally likely tokens: top_p = 0.5 keeps the first 150 (ties
+        // go by id), more than the first slice the sampler looks at.
+        let logits = vec![0.25f32; 300];
+        let counts = draws(
+            SamplingParams {
+                temperature: 1.0,
+                top_p: 0.5,
+                seed: 5,
+                ..SamplingParams::default()
+            },
+            &logits,
+            6000,
+        );
+        assert_eq!(counts[150..].iter().sum::<usize>(), 0);
+        assert!(
+            counts[..150].iter().all(|&c| c > 10),
+            "{:?}",
+            &counts[..150]
+        );
+        // A peaked row: the top token alone holds 0.9 of the mass.
+        let mut logits = vec![0f32; 200];
+        logits[123] = (0.9f32 * 199.0 / 0.1).ln();
+        let counts = draws(
+            SamplingParams {
+                temperature: 1.0,
+                top_p: 0.85,
+                seed: 6,
+                ..SamplingParams::default()
+            },
+            &logits,
+            1000,
+        );
+        assert_eq!(counts[123], 1000);
+        // top_k with top_p: the nucleus is taken within the top k.
+        let logits = [3.0f32, 0.0, 2.0, 1.0, 2.5];
+        let counts = draws(
+            SamplingParams {
+                temperature: 1.0,
+                top_k: Some(3),
+                top_p: 0.7,
+                seed: 7,
+                ..SamplingParams::default()
+            },
+            &logits,
+            5000,
+        );
+        // The top 3 are ids 0, 4, 2 (weights e^3, e^2.5, e^2: 0.51, 0.31,
+        // 0.19 of their mass); 0.7 is reached with the first two.
+        assert_eq!(counts[1] + counts[3] + counts[2], 0, "{counts:?}");
+        assert!(counts[0] > 2700 && counts[4] > 1500, "{counts:?}");
+    }
 
     #[test]
     fn argmax_picks_the_first_maximum_anywhere_in_the_row() {

@@ -1183,7 +1183,7 @@ fn widen(bits: u16) -> f32 {
 /// vectorizes (`expf` is a library call per value). Inputs are clamped to
 /// [-87.3, 88.3], where the result stays a normal float: below, `e^x` is
 /// under 1e-38 (nothing next to a softmax maximum's 1, or to silu's 1).
-fn exp_approx(x: f32) -> f32 {
+pub(crate) fn exp_approx(x: f32) -> f32 {
     const LOG2_E: f32 = std::f32::consts::LOG2_E;
     // ln 2 split so that n * LN2_HI is exact for the n that occur.
     const LN2_HI: f32 = 0.693_359_4;
