@@ -279,15 +279,23 @@ impl Matrix {
         Ok(Self::Candle(QMatMul::from_qtensor(t)?))
     }
 
-    /// `x [m, k] -> [m, out]`, row-major; `k` is the matrix's input size.
-    fn forward(&self, x: &[f32], m: usize, device: &Device) -> Result<Vec<f32>> {
+    /// `x [m, k] -> y [m, out]`, row-major; `k` is the matrix's input size.
+    /// `y` is resized, and reused without being cleared when it already has
+    /// the size (a layer's outputs have the previous layer's).
+    fn forward_into(&self, x: &[f32], m: usize, device: &Device, y: &mut Vec<f32>) -> Result<()> {
         match self {
             Self::Candle(w) => {
                 let x = Tensor::from_slice(x, (m, x.len() / m.max(1)), device)?;
-                Ok(w.forward(&x)?.flatten_all()?.to_vec1::<f32>()?)
+                let out = w.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+                y.clear();
+                y.extend_from_slice(&out);
             }
-            Self::Packed(w) => Ok(w.matmul(x, m)),
+            Self::Packed(w) => {
+                y.resize(m * w.rows(), 0.0);
+                w.matmul_into(x, m, y);
+            }
         }
+        Ok(())
     }
 
     /// The first `width` columns of rows `ids`, `[ids, width]` row-major.
@@ -337,23 +345,30 @@ struct Linear {
 impl Linear {
     /// `x [m, k] -> [m, out]` for `k <= k_in` (zero-padded up to `k_in`).
     fn forward(&self, x: &[f32], m: usize, device: &Device) -> Result<Vec<f32>> {
+        let mut y = Vec::new();
+        self.forward_into(x, m, device, &mut y)?;
+        Ok(y)
+    }
+
+    /// [`Self::forward`] into `y`, reused as [`Matrix::forward_into`] does.
+    fn forward_into(&self, x: &[f32], m: usize, device: &Device, y: &mut Vec<f32>) -> Result<()> {
         let k = x.len() / m.max(1);
-        let mut y = match k < self.k_in {
+        match k < self.k_in {
             true => {
                 let mut padded = vec![0f32; m * self.k_in];
                 for (to, from) in padded.chunks_exact_mut(self.k_in).zip(x.chunks_exact(k)) {
                     to[..k].copy_from_slice(from);
                 }
-                self.w.forward(&padded, m, device)?
+                self.w.forward_into(&padded, m, device, y)?;
             }
-            false => self.w.forward(x, m, device)?,
-        };
+            false => self.w.forward_into(x, m, device, y)?,
+        }
         if let Some(b) = &self.b {
             for row in y.chunks_exact_mut(b.len()) {
                 row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
             }
         }
-        Ok(y)
+        Ok(())
     }
 }
 
@@ -769,13 +784,16 @@ impl Llama {
         let (d, dev) = (c.n_embd, &self.device);
         let mut x = self.embed.embedding(&ids, d, dev)?;
         let mut h = vec![0f32; x.len()];
+        let mut buffers = LayerBuffers::default();
         for (layer, block) in self.blocks.iter().enumerate() {
             rms_norm(&x, &block.attn_norm, c.rms_eps, &mut h);
-            let mut qkv = block.qkv(&h, total, dev)?;
-            let attn = self.attention(layer, &mut qkv, block.wo.k_in, steps);
-            add_to(&mut x, &block.wo.forward(&attn, total, dev)?);
+            block.qkv(&h, total, dev, &mut buffers)?;
+            let attn = self.attention(layer, &mut buffers.qkv, block.wo.k_in, steps);
+            block.wo.forward_into(&attn, total, dev, &mut buffers.out)?;
+            add_to(&mut x, &buffers.out);
             rms_norm(&x, &block.ffn_norm, c.rms_eps, &mut h);
-            add_to(&mut x, &block.mlp(&h, total, c.n_ff, dev)?);
+            block.mlp(&h, total, c.n_ff, dev, &mut buffers)?;
+            add_to(&mut x, &buffers.out);
         }
         let last: Vec<f32> = match total == steps.len() {
             true => x,
@@ -1234,9 +1252,10 @@ fn block_scores(q: &[f32], block: &[u16]) -> [f32; KEY_BLOCK] {
 
 impl Block {
     /// Q, K and V of each of `m` rows, `[m, (n_head + 2 * n_kv_head) * head_dim]`.
-    fn qkv(&self, x: &[f32], m: usize, dev: &Device) -> Result<Vec<f32>> {
+    /// The Q, K and V projections of `x` into `buffers.qkv`, `[m, q + k + v]`.
+    fn qkv(&self, x: &[f32], m: usize, dev: &Device, buffers: &mut LayerBuffers) -> Result<()> {
         match &self.qkv {
-            Qkv::Fused(w) => w.forward(x, m, dev),
+            Qkv::Fused(w) => w.forward_into(x, m, dev, &mut buffers.qkv),
             Qkv::Split(q, k, v) => {
                 let parts = [
                     q.forward(x, m, dev)?,
@@ -1244,36 +1263,67 @@ impl Block {
                     v.forward(x, m, dev)?,
                 ];
                 let widths = parts.each_ref().map(|p| p.len() / m.max(1));
-                let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+                let out = &mut buffers.qkv;
+                out.clear();
                 for row in 0..m {
                     for (p, &w) in parts.iter().zip(&widths) {
                         out.extend_from_slice(&p[row * w..][..w]);
                     }
                 }
-                Ok(out)
+                Ok(())
             }
         }
     }
 
-    fn mlp(&self, x: &[f32], m: usize, n_ff: usize, dev: &Device) -> Result<Vec<f32>> {
-        let mut h = vec![0f32; m * n_ff];
-        let gated = |h: &mut [f32], gate: &[f32], up: &[f32]| {
+    /// The gated MLP of `x` into `buffers.out`.
+    fn mlp(
+        &self,
+        x: &[f32],
+        m: usize,
+        n_ff: usize,
+        dev: &Device,
+        buffers: &mut LayerBuffers,
+    ) -> Result<()> {
+        let LayerBuffers {
+            gate_up,
+            gated,
+            out,
+            ..
+        } = buffers;
+        gated.resize(m * n_ff, 0.0);
+        let gate_times_up = |h: &mut [f32], gate: &[f32], up: &[f32]| {
             for ((h, &g), &u) in h.iter_mut().zip(gate).zip(up) {
                 *h = silu(g) * u;
             }
         };
         match &self.gate_up {
             GateUp::Fused(w) => {
-                let y = w.forward(x, m, dev)?;
-                for (h, row) in h.chunks_exact_mut(n_ff).zip(y.chunks_exact(2 * n_ff)) {
+                w.forward_into(x, m, dev, gate_up)?;
+                for (h, row) in gated
+                    .chunks_exact_mut(n_ff)
+                    .zip(gate_up.chunks_exact(2 * n_ff))
+                {
                     let (gate, up) = row.split_at(n_ff);
-                    gated(h, gate, up);
+                    gate_times_up(h, gate, up);
                 }
             }
-            GateUp::Split(g, u) => gated(&mut h, &g.forward(x, m, dev)?, &u.forward(x, m, dev)?),
+            GateUp::Split(g, u) => {
+                gate_times_up(gated, &g.forward(x, m, dev)?, &u.forward(x, m, dev)?);
+            }
         }
-        self.down.forward(&h, m, dev)
+        self.down.forward_into(gated, m, dev, out)
     }
+}
+
+/// A step's intermediate activations, kept from layer to layer so that
+/// their memory is allocated (and zeroed) once per step, not per layer.
+#[derive(Default)]
+struct LayerBuffers {
+    qkv: Vec<f32>,
+    gate_up: Vec<f32>,
+    gated: Vec<f32>,
+    /// The attention block's output projection, then the MLP's.
+    out: Vec<f32>,
 }
 
 /// `out = x / rms(x) * weight` per row (rows as long as `weight`).

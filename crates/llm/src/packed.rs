@@ -112,6 +112,11 @@ impl PackedQ8 {
         self.k
     }
 
+    /// Output size.
+    pub(crate) fn rows(&self) -> usize {
+        self.n
+    }
+
     /// Bytes held.
     pub(crate) fn size_in_bytes(&self) -> usize {
         std::mem::size_of_val(self.tiles.as_slice())
@@ -131,12 +136,22 @@ impl PackedQ8 {
         }
     }
 
-    /// `x [m, k] -> x W^T [m, n]`, on candle's thread pool.
+    /// [`Self::matmul_into`] a new vector.
+    #[cfg(test)]
     pub(crate) fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * self.n];
+        self.matmul_into(x, m, &mut y);
+        y
+    }
+
+    /// `x [m, k] -> y = x W^T [m, n]`, on candle's thread pool; every value
+    /// of `y` is written.
+    pub(crate) fn matmul_into(&self, x: &[f32], m: usize, y: &mut [f32]) {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "activations for a [{n}, {k}] matrix");
+        assert_eq!(y.len(), m * n, "outputs of a [{n}, {k}] matrix");
         if m == 0 {
-            return Vec::new();
+            return;
         }
         let blocks = k / BLOCK;
         let acts: Vec<Vec<ActBlock>> = x
@@ -152,7 +167,6 @@ impl PackedQ8 {
         let threads = candle_core::utils::barrier_pool().n_workers() + 1;
         let per_part = tile_rows.div_ceil(8 * threads).max(1);
         let parts_count = tile_rows.div_ceil(per_part);
-        let mut y = vec![0f32; m * n];
         let mut columns: Vec<Vec<&mut [f32]>> =
             (0..parts_count).map(|_| Vec::with_capacity(m)).collect();
         for row in y.chunks_exact_mut(n) {
@@ -183,8 +197,6 @@ impl PackedQ8 {
             candle_core::utils::barrier_pool()
                 .execute_chunked(parts.len(), |range| parts[range].iter().for_each(run));
         }
-        drop(parts);
-        y
     }
 }
 
