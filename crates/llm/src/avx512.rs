@@ -66,15 +66,24 @@ impl Avx512 {
         unreachable!("no Avx512 token off x86_64: {:?}", x.len())
     }
 
-    /// One query head's 16 scores against a transposed key block.
-    pub(crate) fn block_scores(self, q: &[f32], block: &[u16]) -> [f32; 16] {
+    /// `G` query heads' (adjacent in `q`, `hd` values each) 16 scores
+    /// against a transposed key block.
+    pub(crate) fn block_scores<const G: usize>(
+        self,
+        q: &[f32],
+        hd: usize,
+        block: &[u16],
+    ) -> [[f32; 16]; G] {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves the CPU has the kernel's features.
         unsafe {
-            kernels::block_scores(q, block)
+            kernels::block_scores::<G>(q, hd, block)
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("no Avx512 token off x86_64: {:?}", (q.len(), block.len()))
+        unreachable!(
+            "no Avx512 token off x86_64: {:?}",
+            (q.len(), hd, block.len())
+        )
     }
 
     /// Weighted sums of value rows for `G` heads over dimensions `c .. c +
@@ -225,24 +234,36 @@ mod kernels {
         blocks
     }
 
-    /// One query head's scores against one transposed key block (see
-    /// `llama::block_scores`, the portable version).
+    /// `G` query heads' scores against one transposed key block, each summed
+    /// in the order of `llama::block_scores` (the portable version, one head
+    /// at a time); the keys are widened once for all the heads.
     #[target_feature(enable = "avx512f")]
-    pub(super) fn block_scores(q: &[f32], block: &[u16]) -> [f32; 16] {
-        let mut acc = [_mm512_setzero_ps(); 4];
-        for (qd, keys) in q.chunks_exact(4).zip(block.chunks_exact(64)) {
-            for (j, acc) in acc.iter_mut().enumerate() {
-                let k = widen(&keys[16 * j..16 * j + 16]);
-                *acc = _mm512_fmadd_ps(_mm512_set1_ps(qd[j]), k, *acc);
+    pub(super) fn block_scores<const G: usize>(
+        q: &[f32],
+        hd: usize,
+        block: &[u16],
+    ) -> [[f32; 16]; G] {
+        let mut acc = [[_mm512_setzero_ps(); 4]; G];
+        let quads = hd / 4;
+        for (d, keys) in block.chunks_exact(64).take(quads).enumerate() {
+            let k: [__m512; 4] = std::array::from_fn(|j| widen(&keys[16 * j..16 * j + 16]));
+            for (h, acc) in acc.iter_mut().enumerate() {
+                let qd = &q[h * hd + 4 * d..h * hd + 4 * d + 4];
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(qd[j]), k[j], *acc);
+                }
             }
         }
-        let rest = &block[block.len() / 64 * 64..];
-        let tail = &q[q.len() - rest.len() / 16..];
-        for (&qd, k) in tail.iter().zip(rest.chunks_exact(16)) {
-            acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(qd), widen(k), acc[0]);
+        let rest = &block[quads * 64..hd * 16];
+        for (i, k) in rest.chunks_exact(16).enumerate() {
+            let k = widen(k);
+            for (h, acc) in acc.iter_mut().enumerate() {
+                acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * hd + quads * 4 + i]), k, acc[0]);
+            }
         }
-        let sum = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
-        bytemuck::cast(sum)
+        acc.map(|[a0, a1, a2, a3]| {
+            bytemuck::cast(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)))
+        })
     }
 
     /// `sum_j w[r][j] * values[j][c..c + 16 * V]` for `G` heads (see

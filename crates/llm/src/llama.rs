@@ -1099,14 +1099,29 @@ fn attend_group(
         .take(padded / KEY_BLOCK)
         .enumerate()
     {
-        for (qh, s) in q.chunks_exact(hd).zip(scores.chunks_exact_mut(padded)) {
-            let s: &mut [f32; KEY_BLOCK] = (&mut s[b * KEY_BLOCK..][..KEY_BLOCK])
-                .try_into()
-                .expect("a block of scores");
-            *s = match simd {
-                Some(simd) => simd.block_scores(qh, block),
-                None => block_scores(qh, block),
-            };
+        let mut put = |h: usize, s: [f32; KEY_BLOCK]| {
+            scores[h * padded + b * KEY_BLOCK..][..KEY_BLOCK].copy_from_slice(&s);
+        };
+        let Some(simd) = simd else {
+            for (h, qh) in q.chunks_exact(hd).enumerate() {
+                put(h, block_scores(qh, block));
+            }
+            continue;
+        };
+        // Up to four heads per pass share the widened keys.
+        for (g, qg) in q.chunks(4 * hd).enumerate() {
+            macro_rules! heads {
+                ($($n:literal)*) => {
+                    match qg.len() / hd {
+                        $($n => {
+                            let s = simd.block_scores::<$n>(qg, hd, block);
+                            s.into_iter().enumerate().for_each(|(h, s)| put(4 * g + h, s));
+                        })*
+                        _ => unreachable!("one to four heads"),
+                    }
+                };
+            }
+            heads!(1 2 3 4);
         }
     }
     for head in scores.chunks_exact_mut(padded) {
@@ -1571,6 +1586,7 @@ mod tests {
             (32, 9, 48),
             (20, 2, 17),
             (18, 2, 21),
+            (64, 7, 33),
             (128, 1, 100),
         ] {
             let capacity = rows.next_multiple_of(KEY_BLOCK) + KEY_BLOCK;
