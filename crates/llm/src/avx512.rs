@@ -73,16 +73,17 @@ impl Avx512 {
         q: &[f32],
         hd: usize,
         block: &[u16],
+        ahead: &[u16],
     ) -> [[f32; 16]; G] {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `self` proves the CPU has the kernel's features.
         unsafe {
-            kernels::block_scores::<G>(q, hd, block)
+            kernels::block_scores::<G>(q, hd, block, ahead)
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!(
             "no Avx512 token off x86_64: {:?}",
-            (q.len(), hd, block.len())
+            (q.len(), hd, block.len(), ahead.len())
         )
     }
 
@@ -242,8 +243,14 @@ mod kernels {
         q: &[f32],
         hd: usize,
         block: &[u16],
+        ahead: &[u16],
     ) -> [[f32; 16]; G] {
         let mut acc = [[_mm512_setzero_ps(); 4]; G];
+        // The block after next: the cache is read once per step, from
+        // memory, in runs too short for the hardware prefetcher to ramp up.
+        for line in ahead.chunks(32) {
+            _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+        }
         let quads = hd / 4;
         for (d, keys) in block.chunks_exact(64).take(quads).enumerate() {
             let k: [__m512; 4] = std::array::from_fn(|j| widen(&keys[16 * j..16 * j + 16]));
@@ -278,6 +285,12 @@ mod kernels {
         let mut acc = [[_mm512_setzero_ps(); V]; G];
         let rows = w[0].len();
         for (j, row) in values.chunks_exact(hd).take(rows).enumerate() {
+            // Sixteen rows ahead (see `block_scores`).
+            if let Some(ahead) = values.get((j + 16) * hd + c..(j + 16) * hd + c + 16 * V) {
+                for line in ahead.chunks(32) {
+                    _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+                }
+            }
             let v: [__m512; V] = std::array::from_fn(|i| widen(&row[c + 16 * i..c + 16 * i + 16]));
             for (acc, w) in acc.iter_mut().zip(w) {
                 let w = _mm512_set1_ps(w[j]);

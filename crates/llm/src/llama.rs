@@ -1094,11 +1094,12 @@ fn attend_group(
     let padded = rows.next_multiple_of(KEY_BLOCK);
     scores.clear();
     scores.resize(q.len() / hd * padded, 0.0);
-    for (b, block) in keys
-        .chunks_exact(hd * KEY_BLOCK)
-        .take(padded / KEY_BLOCK)
-        .enumerate()
-    {
+    let blocks = padded / KEY_BLOCK;
+    for (b, block) in keys.chunks_exact(hd * KEY_BLOCK).take(blocks).enumerate() {
+        let ahead = match b + 2 < blocks {
+            true => &keys[(b + 2) * hd * KEY_BLOCK..(b + 3) * hd * KEY_BLOCK],
+            false => &[],
+        };
         let mut put = |h: usize, s: [f32; KEY_BLOCK]| {
             scores[h * padded + b * KEY_BLOCK..][..KEY_BLOCK].copy_from_slice(&s);
         };
@@ -1114,7 +1115,7 @@ fn attend_group(
                 ($($n:literal)*) => {
                     match qg.len() / hd {
                         $($n => {
-                            let s = simd.block_scores::<$n>(qg, hd, block);
+                            let s = simd.block_scores::<$n>(qg, hd, block, ahead);
                             s.into_iter().enumerate().for_each(|(h, s)| put(4 * g + h, s));
                         })*
                         _ => unreachable!("one to four heads"),
