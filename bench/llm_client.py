@@ -10,7 +10,7 @@ Both subcommands append one tab-separated line per measured configuration to --o
 
 decode_tok_s is the median over repetitions of the steady decode rate: the tokens received while
 all N streams are decoding together (from the last stream's first token to the first stream's
-last token), over that time. For one stream that is (tokens - 1) / (last - first). The prefill is
+last token), over that time; for one stream, its tokens after the first over (last - first). The prefill is
 left out of it for one stream and for N alike, and so is any step in which only some of the N
 streams decode: when the requests reach the server a few milliseconds apart, the first ones are
 prefilled alone and the others in the next step, and a window from the first stream's first token
@@ -283,6 +283,19 @@ def cmd_tidal(a):
     emit(a.out, "tidal", 1, decode, e2e, decode, [s.ttft for s in singles], [s.tokens for s in singles], len(singles))
 
     check_tokens(all_samples, a.max_tokens, "tidal")
+    # A round whose streams never all decode at once (more streams than the server batches, or
+    # very short generations) has no steady window: report it rather than average a NaN.
+    steady = [d for d in decodes if not math.isnan(d)]
+    if len(steady) < len(decodes):
+        print(
+            f"  WARNING: {len(decodes) - len(steady)}/{len(decodes)} rounds never had all {a.streams} "
+            "streams decoding at once (is --max_num_seqs below --streams?)",
+            file=sys.stderr,
+            flush=True,
+        )
+    if not steady:
+        raise SystemExit("no round had all streams decoding together; no decode rate to report")
+    decodes = steady
     emit(
         a.out,
         "tidal",
@@ -342,6 +355,8 @@ def cmd_llamacpp(a):
             if chunk["choices"][0]["text"]:
                 s.times.append(now)
         s.tokens = count[0]
+        if not s.times:
+            raise SystemExit("llama.cpp produced no text for a request")
         return s
 
     print(f"== llama.cpp: warm-up ({a.warmup})", flush=True)

@@ -1,5 +1,5 @@
-//! The AVX512 kernels: Q8_0 matrix tiles (see [`crate::packed`]) and the
-//! two inner loops of attention.
+//! The AVX512 kernels: Q8_0 matrix tiles and the activation quantizer that
+//! feeds them (see [`crate::packed`]), and the two inner loops of attention.
 //!
 //! They are written with `std::arch` intrinsics because the compiler's own
 //! vectorization of the portable loops stops at 256-bit registers on these

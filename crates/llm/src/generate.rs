@@ -118,8 +118,18 @@ impl Sampler {
         // Temperature, then top-k, then top-p (transformers' warper order).
         // Weights are relative to the most likely token's 1.
         let inv_t = (1.0 / self.params.temperature) as f32;
-        let max = logits[argmax(logits) as usize];
-        let weight = |l: f32| exp_approx((l - max) * inv_t);
+        let best = argmax(logits);
+        let max = logits[best as usize];
+        // An infinite maximum leaves no distribution to draw from: +inf is
+        // certain, as greedy says; all -inf is nothing, answered as greedy is.
+        if !max.is_finite() {
+            return Ok(best);
+        }
+        // A -inf logit (a masked token) weighs exactly 0.
+        let weight = |l: f32| match l == f32::NEG_INFINITY {
+            true => 0.0,
+            false => exp_approx((l - max) * inv_t),
+        };
         let n = logits.len();
         let top_k = self.params.top_k.filter(|&k| k > 0 && k < n);
         let top_p = self.params.top_p;
@@ -357,6 +367,21 @@ mod tests {
             let want = n as f64 * w / total;
             assert!((*count as f64 - want).abs() < 0.05 * want, "{t2:?}");
         }
+    }
+
+    #[test]
+    fn infinite_logits_sample_as_greedy_picks() {
+        let params = SamplingParams {
+            temperature: 1.0,
+            seed: 8,
+            ..SamplingParams::default()
+        };
+        let inf = f32::INFINITY;
+        assert_eq!(draws(params.clone(), &[0.0, 1.0, 2.0, inf, 0.5], 50)[3], 50);
+        assert_eq!(draws(params.clone(), &[-inf; 6], 50)[0], 50);
+        let masked = draws(params, &[0.0, -inf, 0.0, -inf], 2000);
+        assert_eq!(masked[1] + masked[3], 0, "{masked:?}");
+        assert!(masked[0] > 900 && masked[2] > 900, "{masked:?}");
     }
 
     #[test]

@@ -1267,8 +1267,8 @@ fn block_scores(q: &[f32], block: &[u16]) -> [f32; KEY_BLOCK] {
 }
 
 impl Block {
-    /// Q, K and V of each of `m` rows, `[m, (n_head + 2 * n_kv_head) * head_dim]`.
-    /// The Q, K and V projections of `x` into `buffers.qkv`, `[m, q + k + v]`.
+    /// Q, K and V of each of `m` rows of `x` into `buffers.qkv`, `[m, (n_head + 2 *
+    /// n_kv_head) * head_dim]`.
     fn qkv(&self, x: &[f32], m: usize, dev: &Device, buffers: &mut LayerBuffers) -> Result<()> {
         match &self.qkv {
             Qkv::Fused(w) => w.forward_into(x, m, dev, &mut buffers.qkv),
@@ -1363,7 +1363,6 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// `x += y`, elementwise.
 /// Folds `x` with `f` in sixteen lanes, then the lanes together: a
 /// reduction the compiler vectorizes, where a float fold over the slice is
 /// one dependent chain (a max or a sum over a head's scores, per head and
@@ -1380,6 +1379,7 @@ fn lanewise(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     lanes.into_iter().chain(rest.iter().copied()).fold(init, &f)
 }
 
+/// `x += y`, elementwise.
 fn add_to(x: &mut [f32], y: &[f32]) {
     x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
 }

@@ -150,7 +150,7 @@ impl PackedQ8 {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "activations for a [{n}, {k}] matrix");
         assert_eq!(y.len(), m * n, "outputs of a [{n}, {k}] matrix");
-        if m == 0 {
+        if m == 0 || n == 0 {
             return;
         }
         let blocks = k / BLOCK;
@@ -348,15 +348,19 @@ mod tests {
         let Some(packed) = packed_or_unavailable(&w) else {
             return;
         };
-        let mut x = activations(2, 64);
-        x[70] = f32::NAN;
-        let y = packed.matmul(&x, 2);
-        assert!(y[..16].iter().all(|v| v.is_finite()), "row 0 has no NaN");
-        assert!(
-            y[16..].iter().all(|v| v.is_nan()),
-            "row 1 does: {:?}",
-            &y[16..]
-        );
+        // An infinity would quantize its block to nonsense: it too must
+        // reach the outputs as NaN.
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut x = activations(2, 64);
+            x[70] = bad;
+            let y = packed.matmul(&x, 2);
+            assert!(y[..16].iter().all(|v| v.is_finite()), "row 0 is clean");
+            assert!(
+                y[16..].iter().all(|v| v.is_nan()),
+                "row 1 has {bad}: {:?}",
+                &y[16..]
+            );
+        }
         assert!(packed.matmul(&[], 0).is_empty());
     }
 
