@@ -8,7 +8,7 @@
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
-use crate::llama::exp_approx;
+use crate::llama::{exp_approx, lanewise};
 use crate::opt::Opt;
 
 /// How to pick tokens and when to stop.
@@ -216,18 +216,7 @@ impl Sampler {
 /// compare-and-remember loop does not, and a vocabulary is ~50-150k values
 /// per sequence per step).
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut lanes = [f32::NEG_INFINITY; 16];
-    let chunks = logits.chunks_exact(16);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (l, &x) in lanes.iter_mut().zip(chunk) {
-            *l = if x > *l { x } else { *l };
-        }
-    }
-    let max = lanes
-        .iter()
-        .chain(rest)
-        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let max = lanewise(logits, f32::NEG_INFINITY, |m, x| if x > m { x } else { m });
     logits.iter().position(|&x| x == max).unwrap_or(0) as u32
 }
 
@@ -339,33 +328,21 @@ mod tests {
         // temperature 2 (weights 1, sqrt 2, 2, 2 sqrt 2) out of order.
         let logits = [4f32.ln(), 1f32.ln(), 8f32.ln(), 2f32.ln()];
         let n = 30_000;
-        let t1 = draws(
-            SamplingParams {
-                temperature: 1.0,
-                seed: 3,
+        for (temperature, seed, w) in [
+            (1.0, 3, [4.0, 1.0, 8.0, 2.0]),
+            (2.0, 4, [2.0, 1.0, 8f64.sqrt(), 2f64.sqrt()]),
+        ] {
+            let params = SamplingParams {
+                temperature,
+                seed,
                 ..SamplingParams::default()
-            },
-            &logits,
-            n,
-        );
-        for (count, p) in t1.iter().zip([4.0, 1.0, 8.0, 2.0]) {
-            let want = n as f64 * p / 15.0;
-            assert!((*count as f64 - want).abs() < 0.05 * want, "{t1:?}");
-        }
-        let t2 = draws(
-            SamplingParams {
-                temperature: 2.0,
-                seed: 4,
-                ..SamplingParams::default()
-            },
-            &logits,
-            n,
-        );
-        let w = [2.0, 1.0, 8f64.sqrt(), 2f64.sqrt()];
-        let total: f64 = w.iter().sum();
-        for (count, w) in t2.iter().zip(w) {
-            let want = n as f64 * w / total;
-            assert!((*count as f64 - want).abs() < 0.05 * want, "{t2:?}");
+            };
+            let counts = draws(params, &logits, n);
+            let total: f64 = w.iter().sum();
+            for (count, w) in counts.iter().zip(w) {
+                let want = n as f64 * w / total;
+                assert!((*count as f64 - want).abs() < 0.05 * want, "{counts:?}");
+            }
         }
     }
 

@@ -1363,11 +1363,12 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Folds `x` with `f` in sixteen lanes, then the lanes together: a
-/// reduction the compiler vectorizes, where a float fold over the slice is
+/// Folds `x` with `f` in sixteen lanes, then the lanes together (so `f`
+/// must combine partial results too, as max and sum do): a reduction the
+/// compiler vectorizes, where a float fold over the slice is
 /// one dependent chain (a max or a sum over a head's scores, per head and
 /// layer and sequence, added up to a few percent of a decode step).
-fn lanewise(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+pub(crate) fn lanewise(x: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut lanes = [init; 16];
     let chunks = x.chunks_exact(16);
     let rest = chunks.remainder();
